@@ -1,0 +1,343 @@
+"""The fit flow shared by every network compressor.
+
+``BaseCompressor.fit`` does, in order (DESIGN.md, "Compressors"):
+
+1. base: deep copy of a prefit estimator, or ``clone(estimator).fit(X, y)``
+   (through ``memory`` when given); when ``estimator`` is itself a compressor
+   its fitted net, constraints included, is the base (chaining);
+2. compress a deep copy of the base net's ``module_`` (``_compress``);
+3. fine-tune with the constraints kept exact (``_finetune``);
+4. account: ``size_bytes_`` (file bytes), ``original_size_bytes_``,
+   ``compression_ratio_``, ``report_``.
+
+Techniques subclass it and implement ``_compress(net, X, y, rng)``; iterative
+ones override ``_compress_and_finetune``. Nothing the user passed in is ever
+touched, and fitted attributes are only set once everything succeeded.
+"""
+
+import copy
+import numbers
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted, check_memory
+from skorch import NeuralNet
+from skorch.callbacks import Callback
+
+__all__ = ["BaseCompressor", "ConstraintCallback", "is_compressor"]
+
+
+def is_compressor(obj):
+    return isinstance(obj, BaseCompressor)
+
+
+def _fit_clone(estimator, X, y):
+    """Fit a clone; module level so that ``joblib.Memory`` can cache it."""
+    return clone(estimator).fit(X, y)
+
+
+def _estimator_has(attr):
+    """Delegated methods exist only where the wrapped estimator has them."""
+
+    def check(self):
+        if hasattr(self, "estimator_"):
+            return hasattr(self.estimator_, attr)
+        return hasattr(self.estimator, attr)
+
+    return check
+
+
+def _first_samples(X, n=2):
+    try:
+        return X[:n]
+    except Exception:  # dicts, datasets: let the net handle the whole input
+        return X
+
+
+def _input_shape(X):
+    shape = getattr(X, "shape", None)
+    return tuple(shape[1:]) if shape is not None and len(shape) > 1 else None
+
+
+@contextmanager
+def _seeded(seed):
+    """Seed torch inside the block without leaking into the caller's RNG."""
+    cuda = torch.cuda.is_available()
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class ConstraintCallback(Callback):
+    """Calls ``fn(module)`` after every optimizer step during fine-tuning.
+
+    For constraints that live on the latent weights (e.g. clipping the latent
+    weights of a binarized layer to [-1, 1]).
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            with torch.no_grad():
+                self.fn(net.module_)
+
+
+class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
+    """Base class of the network compressors (not used directly).
+
+    Parameters
+    ----------
+    estimator : skorch NeuralNet or compressor
+        The net to compress, or another compressor to chain after.
+    finetune_epochs : int, default=3
+        Epochs of fine-tuning after compression, with the constraint kept
+        exact. 0 disables fine-tuning.
+    finetune_lr : float or None, default=None
+        Learning rate for fine-tuning; ``None`` keeps the net's own ``lr``.
+    prefit : bool, default=False
+        Whether ``estimator`` is already fitted (then it is deep-copied, never
+        refitted or modified).
+    memory : str, path or joblib.Memory, default=None
+        Caches the fitted base estimator, so a grid search over compression
+        settings trains the base once per fold.
+    random_state : int, RandomState or None, default=None
+        Seeds everything the compression does (k-means, random pruning, the
+        fine-tuning batches); same value, same compressed weights.
+
+    Attributes
+    ----------
+    estimator_ : skorch NeuralNet
+        The compressed, fine-tuned net.
+    base_estimator_ : skorch NeuralNet or compressor
+        The fitted base (the inner compressor when chaining).
+    original_size_bytes_ : int
+        fp32 dense bytes of the uncompressed base net's parameters and buffers.
+    size_bytes_ : int
+        Bytes of the file :func:`skcompress.save` writes for this compressor.
+    compression_ratio_ : float
+        ``original_size_bytes_ / size_bytes_``.
+    report_ : pandas.DataFrame
+        Per-layer parameters, nonzeros, bits per weight, stored bytes, MACs.
+    fit_time_ : dict
+        Seconds spent on ``base``, ``compress`` and ``finetune``.
+    """
+
+    _parameter_constraints = {
+        "estimator": [HasMethods(["fit", "predict"])],
+        "finetune_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "finetune_lr": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "prefit": ["boolean"],
+        "memory": [None, str, HasMethods(["cache"])],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        estimator,
+        *,
+        finetune_epochs=3,
+        finetune_lr=None,
+        prefit=False,
+        memory=None,
+        random_state=None,
+    ):
+        self.estimator = estimator
+        self.finetune_epochs = finetune_epochs
+        self.finetune_lr = finetune_lr
+        self.prefit = prefit
+        self.memory = memory
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Compress the estimator's net and fine-tune it on ``X, y``.
+
+        Parameters
+        ----------
+        X : array-like
+            Training input the net accepts (e.g. images ``(n, 1, 8, 8)``).
+        y : array-like, default=None
+            Targets.
+
+        Returns
+        -------
+        self
+        """
+        self._check_estimator_type()
+        self._check_params(X, y)
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        rng = np.random.RandomState(seed)
+        timings = {}
+
+        start = time.perf_counter()
+        base, base_net = self._fit_base(X, y)
+        timings["base"] = time.perf_counter() - start
+
+        net = copy.deepcopy(base_net)
+        with _seeded(seed):
+            self._check_net_accepts(net, X)
+            start = time.perf_counter()
+            timings.update(self._compress_and_finetune(net, X, y, rng))
+            timings["compress_and_finetune"] = time.perf_counter() - start
+        net.module_.eval()
+
+        if is_compressor(base):
+            original_size = base.original_size_bytes_
+        else:
+            original_size = _dense_size_bytes(base_net)
+        # Everything succeeded: only now does the compressor hold fitted state.
+        self.base_estimator_ = base
+        self.estimator_ = net
+        self.original_size_bytes_ = int(original_size)
+        self._account(X)
+        self.fit_time_ = timings
+        return self
+
+    def _compress_and_finetune(self, net, X, y, rng):
+        """Compress then fine-tune once; iterative techniques override this."""
+        start = time.perf_counter()
+        self._compress(net, X, y, rng)
+        compress_time = time.perf_counter() - start
+        start = time.perf_counter()
+        self._finetune(net, X, y, self.finetune_epochs)
+        return {"compress": compress_time, "finetune": time.perf_counter() - start}
+
+    def _compress(self, net, X, y, rng):  # pragma: no cover - abstract
+        """Modify ``net.module_`` in place (constraints or new layers)."""
+        raise NotImplementedError
+
+    def _check_params(self, X, y):
+        """Technique-specific checks that need more than the constraints."""
+
+    def _finetune_callbacks(self):
+        """Extra skorch callbacks for fine-tuning, as ``(name, callback)``."""
+        return []
+
+    def _finetune(self, net, X, y, epochs):
+        """Fine-tune ``net`` in place for ``epochs`` with skorch's partial_fit."""
+        if epochs == 0:
+            return
+        if self.finetune_lr is not None:
+            net.set_params(lr=self.finetune_lr)
+        # Compression replaced or re-registered parameters: a fresh optimizer.
+        net.initialize_optimizer()
+        extra = []
+        for name, callback in self._finetune_callbacks():
+            callback.initialize()
+            extra.append((f"skcompress_{name}", callback))
+        net.callbacks_.extend(extra)
+        try:
+            net.partial_fit(X, y, epochs=epochs)
+        finally:
+            for entry in extra:
+                net.callbacks_.remove(entry)
+
+    def _fit_base(self, X, y):
+        """Return ``(base, base_net)``; ``base_net`` must not be modified."""
+        estimator = self.estimator
+        if self.prefit:
+            if is_compressor(estimator):
+                check_is_fitted(estimator, "estimator_")
+            else:
+                estimator.check_is_fitted()
+            base = copy.deepcopy(estimator)
+        else:
+            if not is_compressor(estimator):
+                self._check_net_accepts(clone(estimator).initialize(), X)
+            fit = check_memory(self.memory).cache(_fit_clone)
+            base = fit(estimator, X, y)
+        base_net = base.estimator_ if is_compressor(base) else base
+        return base, base_net
+
+    def _check_estimator_type(self):
+        if not (is_compressor(self.estimator) or isinstance(self.estimator, NeuralNet)):
+            raise TypeError(
+                f"{type(self).__name__}: estimator must be a skorch NeuralNet "
+                "(e.g. NeuralNetClassifier) or an skcompress compressor, got "
+                f"{type(self.estimator).__name__}."
+            )
+
+    def _check_net_accepts(self, net, X):
+        """Run two samples through the net; wrap its error with our name."""
+        sample = _first_samples(X)
+        try:
+            net.forward(sample, training=False)
+        except NotFittedError:
+            raise
+        except Exception as exc:
+            shape = getattr(X, "shape", None)
+            raise ValueError(
+                f"{type(self).__name__}: the net's module "
+                f"{type(net.module_).__name__} cannot process X"
+                f"{'' if shape is None else f' of shape {tuple(shape)}'}: {exc}"
+            ) from exc
+
+    def _account(self, X):
+        from ..accounting import model_report
+        from ..io import dumps
+
+        self.size_bytes_ = len(dumps(self))
+        self.compression_ratio_ = self.original_size_bytes_ / self.size_bytes_
+        self.report_ = model_report(self, input_shape=_input_shape(X))
+
+    # ---------------------------------------------------------- delegation
+    @available_if(_estimator_has("predict"))
+    def predict(self, X):
+        """Predict with the compressed net."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict(X)
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        """Class probabilities of the compressed net."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_proba(X)
+
+    @available_if(_estimator_has("score"))
+    def score(self, X, y, sample_weight=None):
+        """The compressed net's score (accuracy for classifiers, R^2 else)."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.score(X, y, sample_weight=sample_weight)
+
+    def transform(self, X):
+        """Raw outputs of the compressed net's module, as a numpy array."""
+        check_is_fitted(self, "estimator_")
+        with torch.no_grad():
+            out = self.estimator_.forward(X, training=False, device="cpu")
+        return out.numpy()
+
+    @property
+    def classes_(self):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.classes_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        try:
+            from sklearn.utils import get_tags
+
+            inner = get_tags(self.estimator)
+            tags.estimator_type = inner.estimator_type
+            tags.classifier_tags = inner.classifier_tags
+            tags.regressor_tags = inner.regressor_tags
+        except Exception:  # pragma: no cover - tags are advisory
+            pass
+        tags.input_tags.three_d_array = True
+        return tags
+
+
+def _dense_size_bytes(net):
+    from ..accounting import dense_size_bytes
+
+    return dense_size_bytes(net)

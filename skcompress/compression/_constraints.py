@@ -1,0 +1,216 @@
+"""Weight constraints shared by the compressors.
+
+A constraint is a ``torch.nn.utils.parametrize`` parametrization: a small
+``nn.Module`` whose ``forward`` maps the stored (latent) weight to the
+effective one. Constraints stack (mask, then codebook), stay exact through
+fine-tuning because the optimizer only ever sees the latent tensor, and are
+made permanent at export by :func:`skcompress.io.bake`.
+
+Rules for every parametrization written for skcompress:
+
+- no ``right_inverse`` (registering must keep the latent tensor as it is, so
+  that :func:`strip_constraints` / :func:`restore_constraints` round-trip);
+- plain tensors as buffers / parameters, so the object pickles;
+- optionally ``encoding_hint()`` telling the file format how the effective
+  tensor can be stored (see :mod:`skcompress.io`).
+"""
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+__all__ = [
+    "Mask",
+    "add_constraint",
+    "constraints_of",
+    "effective_weight",
+    "layer_execution_order",
+    "select_layers",
+]
+
+
+class Mask(nn.Module):
+    """Keep the weight only where ``mask`` is 1 (unstructured pruning).
+
+    The effective weight is ``W * mask``: masked entries are exactly zero in
+    the forward pass and receive zero gradient, whatever the optimizer does to
+    the latent tensor.
+    """
+
+    def __init__(self, mask):
+        super().__init__()
+        self.register_buffer("mask", mask.detach().clone().to(torch.bool))
+
+    def forward(self, weight):
+        return weight * self.mask.to(weight.dtype)
+
+    def encoding_hint(self):
+        return {"kind": "sparse"}
+
+    def extra_repr(self):
+        density = self.mask.float().mean().item()
+        return f"density={density:.3f}"
+
+
+def add_constraint(module, constraint, tensor_name="weight"):
+    """Stack ``constraint`` on ``module.<tensor_name>``.
+
+    Always register constraints through this function: besides
+    ``register_parametrization`` it makes the module picklable (torch refuses
+    to pickle parametrized modules), which skorch needs for ``deepcopy``,
+    ``clone`` of fitted nets, ``joblib.Memory`` and ``GridSearchCV``.
+    """
+    parametrize.register_parametrization(module, tensor_name, constraint, unsafe=True)
+    cls = type(module)
+    if cls.__dict__.get("__reduce_ex__") is not _reduce_parametrized:
+        cls.__reduce_ex__ = _reduce_parametrized
+
+
+def _reduce_parametrized(module, protocol):
+    """Pickle a parametrized module as (plain module, constraints).
+
+    The plain module shares the latent Parameter objects with ``module`` (no
+    copy), so an optimizer pickled alongside still points at the same tensors
+    after unpickling.
+    """
+    plain_cls = type(module).__bases__[0]
+    plain = plain_cls.__new__(plain_cls)
+    plain.__dict__.update(module.__dict__)
+    plain._parameters = dict(module._parameters)
+    plain._buffers = dict(module._buffers)
+    plain._modules = {
+        name: sub for name, sub in module._modules.items() if name != "parametrizations"
+    }
+    records = []
+    for tensor_name, plist in module.parametrizations.items():
+        if not hasattr(plist, "original"):
+            raise TypeError(
+                f"Cannot pickle {plain_cls.__name__}.{tensor_name}: only "
+                "parametrizations of a single tensor are supported."
+            )
+        if plist.is_tensor and isinstance(plist.original, nn.Parameter):
+            plain._parameters[tensor_name] = plist.original
+        else:
+            plain._buffers[tensor_name] = plist.original
+        records.append((tensor_name, list(plist)))
+    return _rebuild_parametrized, (plain, records)
+
+
+def _rebuild_parametrized(plain, records):
+    for tensor_name, constraints in records:
+        for constraint in constraints:
+            add_constraint(plain, constraint, tensor_name)
+    return plain
+
+
+def constraints_of(module, tensor_name="weight"):
+    """The parametrizations stacked on ``module.<tensor_name>`` (oldest first)."""
+    if parametrize.is_parametrized(module, tensor_name):
+        return list(module.parametrizations[tensor_name])
+    return []
+
+
+def effective_weight(module, tensor_name="weight"):
+    """The tensor the forward pass uses, detached."""
+    return getattr(module, tensor_name).detach()
+
+
+def layer_execution_order(module, example_input):
+    """Names of the leaf layers with parameters, in the order forward runs them."""
+    order = []
+    handles = []
+    for name, sub in module.named_modules():
+        if isinstance(sub, (nn.Conv2d, nn.Conv1d, nn.Linear)):
+            handles.append(
+                sub.register_forward_hook(
+                    lambda mod, inp, out, name=name: order.append(name)
+                )
+            )
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(example_input)
+    finally:
+        module.train(was_training)
+        for handle in handles:
+            handle.remove()
+    seen = []
+    for name in order:
+        if name not in seen:
+            seen.append(name)
+    return seen
+
+
+def select_layers(
+    module,
+    layers=None,
+    *,
+    types=(nn.Conv2d, nn.Linear),
+    example_input=None,
+    skip_first=False,
+    skip_last=True,
+    param_name="layers",
+):
+    """Choose the layers a compressor works on.
+
+    Parameters
+    ----------
+    module : nn.Module
+    layers : None, "all" or list of str
+        ``None``: every layer of ``types`` except the output layer (and the
+        input layer when ``skip_first``); ``"all"``: every layer of ``types``;
+        a list: exactly those dotted names.
+    types : tuple of types
+    example_input : Tensor, optional
+        One small batch; when given, "first" and "last" follow the forward
+        pass, otherwise the module registration order.
+
+    Returns
+    -------
+    list of (name, layer)
+    """
+    candidates = [
+        (name, sub) for name, sub in module.named_modules() if isinstance(sub, types)
+    ]
+    type_names = "/".join(t.__name__ for t in types)
+    if not candidates:
+        raise ValueError(
+            f"The module {type(module).__name__} has no {type_names} layer to "
+            "compress."
+        )
+    by_name = dict(candidates)
+    if isinstance(layers, str) and layers == "all":
+        return candidates
+    if layers is not None:
+        if isinstance(layers, str):
+            layers = [layers]
+        unknown = [name for name in layers if name not in by_name]
+        if unknown:
+            raise ValueError(
+                f"{param_name}={list(layers)!r} names layers that are not "
+                f"{type_names} layers of the module: {unknown}. Available: "
+                f"{sorted(by_name)}."
+            )
+        return [(name, by_name[name]) for name in layers]
+    order = [name for name, _ in candidates]
+    if example_input is not None:
+        executed = [
+            name
+            for name in layer_execution_order(module, example_input)
+            if name in by_name
+        ]
+        if executed:
+            order = executed
+    drop = set()
+    if skip_last and len(order) > 1:
+        drop.add(order[-1])
+    if skip_first and len(order) > 1:
+        drop.add(order[0])
+    chosen = [(name, by_name[name]) for name in order if name not in drop]
+    if not chosen:
+        raise ValueError(
+            f"No {type_names} layer is left to compress once the input/output "
+            f"layers are kept; pass {param_name}='all' or a list of names."
+        )
+    return chosen
