@@ -1,0 +1,271 @@
+"""Size, multiply-accumulate and latency accounting for nets and compressors.
+
+Every function accepts an ``nn.Module``, a skorch net (its ``module_`` is
+used) or a fitted compressor (its ``estimator_`` is followed down to the
+skorch net). Parametrized modules are measured in their effective (baked)
+form, which is what :func:`skcompress.io.save` stores and what runs after
+:func:`skcompress.io.load`.
+"""
+
+import statistics
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .io import _find_net, bake, tensor_storage_report
+
+__all__ = [
+    "count_macs",
+    "count_parameters",
+    "dense_size_bytes",
+    "measure_latency",
+    "model_report",
+]
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _as_module(obj):
+    if isinstance(obj, nn.Module):
+        return obj
+    return _find_net(obj).module_
+
+
+def _check_shape(input_shape):
+    if input_shape is None:
+        return None
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except TypeError:
+        raise TypeError(
+            f"input_shape must be a tuple of ints, got {input_shape!r}."
+        ) from None
+    if not shape or any(d <= 0 for d in shape):
+        raise ValueError(f"input_shape must hold positive ints, got {input_shape!r}.")
+    return shape
+
+
+def count_parameters(module):
+    """Number of effective parameter elements (parametrizations baked).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcompress.accounting import count_parameters
+    >>> count_parameters(torch.nn.Linear(3, 2))
+    8
+    """
+    return int(sum(p.numel() for p in bake(_as_module(module)).parameters()))
+
+
+def dense_size_bytes(net_or_module):
+    """float32 size of every effective parameter and buffer: 4 bytes an element.
+
+    This is ``original_size_bytes_`` of the compressors.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcompress.accounting import dense_size_bytes
+    >>> dense_size_bytes(torch.nn.BatchNorm1d(4))  # 4 tensors of 4 + 1 counter
+    68
+    """
+    baked = bake(_as_module(net_or_module))
+    n = sum(t.numel() for t in baked.parameters())
+    n += sum(t.numel() for t in baked.buffers())
+    return int(4 * n)
+
+
+def _layer_macs(module, input_shape):
+    """MACs per sample of every Conv/Linear leaf, keyed by dotted name."""
+    macs = {}
+    handles = []
+
+    def hook(name):
+        def record(layer, inputs, output):
+            if isinstance(layer, _CONV):
+                per_out = (layer.in_channels // layer.groups) * int(
+                    np.prod(layer.kernel_size))
+                count = output.numel() * per_out
+            elif isinstance(layer, _CONV_TRANSPOSE):
+                per_in = (layer.out_channels // layer.groups) * int(
+                    np.prod(layer.kernel_size))
+                count = inputs[0].numel() * per_in
+            else:  # Linear
+                count = output.numel() * layer.in_features
+            macs[name] = macs.get(name, 0) + int(count)
+        return record
+
+    for name, layer in module.named_modules():
+        if isinstance(layer, _CONV + _CONV_TRANSPOSE + (nn.Linear,)):
+            handles.append(layer.register_forward_hook(hook(name)))
+    try:
+        module.eval()
+        with torch.no_grad():
+            param = next(module.parameters(), None)
+            device = param.device if param is not None else "cpu"
+            module(torch.zeros((1, *input_shape), device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return macs
+
+
+def count_macs(module, input_shape):
+    """Multiply-accumulates of one forward pass for a single sample.
+
+    ``Conv`` layers count ``output elements * in_channels / groups * kernel
+    size``, ``Linear`` layers ``output elements * in_features`` (so leading
+    dimensions multiply); BatchNorm, pooling, activations and additions count
+    0. Zeros in weights are counted: MACs measure the dense computation.
+
+    Parameters
+    ----------
+    module : nn.Module, skorch net or fitted compressor
+    input_shape : tuple of int
+        Shape of ONE sample, e.g. ``(1, 8, 8)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcompress.accounting import count_macs
+    >>> count_macs(torch.nn.Conv2d(1, 4, 3, padding=1), (1, 8, 8))
+    2304
+    """
+    shape = _check_shape(input_shape)
+    if shape is None:
+        raise ValueError("input_shape is required to count MACs.")
+    return int(sum(_layer_macs(bake(_as_module(module)), shape).values()))
+
+
+def _infer_input_shape(module):
+    first = next((m for m in module.modules() if not list(m.children())
+                  and list(m.parameters(recurse=False))), None)
+    if isinstance(first, nn.Linear):
+        return (first.in_features,)
+    return None
+
+
+def model_report(net_or_module, input_shape=None):
+    """Per-layer parameters, nonzeros, stored size and MACs, plus a total row.
+
+    Parameters
+    ----------
+    net_or_module : nn.Module, skorch net or fitted compressor
+    input_shape : tuple of int, default=None
+        Shape of ONE sample, e.g. ``(1, 8, 8)``; without it MACs are NaN unless
+        the first parametrized layer is a ``Linear``.
+
+    Returns
+    -------
+    report : pandas.DataFrame
+        Indexed by dotted layer name (leaf modules holding parameters), then
+        ``"total"``. Columns: ``type``, ``parameters``, ``nonzeros`` (of the
+        effective weights), ``stored_bytes`` (bytes of the layer's parameters
+        and buffers in the compact format, see
+        :func:`skcompress.io.tensor_storage_report`), ``bits_per_weight``
+        (``8 * stored_bytes / parameters``) and ``macs`` (see
+        :func:`count_macs`).
+
+    Examples
+    --------
+    >>> from skcompress.accounting import model_report
+    >>> from skcompress.models import DigitsCNN
+    >>> report = model_report(DigitsCNN(), input_shape=(1, 8, 8))
+    >>> int(report.loc["conv1", "macs"]), list(report.index)[-1]
+    (18432, 'total')
+    """
+    module = _as_module(net_or_module)
+    shape = _check_shape(input_shape)
+    baked = bake(module)
+    if shape is None:
+        shape = _infer_input_shape(baked)
+    storage = tensor_storage_report(module)
+    macs = _layer_macs(baked, shape) if shape is not None else None
+    rows = {}
+    for name, layer in baked.named_modules():
+        params = dict(layer.named_parameters(recurse=False))
+        if not params:
+            continue
+        tensors = [*params, *dict(layer.named_buffers(recurse=False))]
+        stored = sum(storage.get(f"{name}.{t}" if name else t, {})
+                     .get("stored_bytes", 0) for t in tensors)
+        n_params = sum(p.numel() for p in params.values())
+        rows[name or type(layer).__name__] = {
+            "type": type(layer).__name__,
+            "parameters": int(n_params),
+            "nonzeros": int(sum(int(torch.count_nonzero(p)) for p in params.values())),
+            "stored_bytes": int(stored),
+            "bits_per_weight": 8.0 * stored / n_params if n_params else np.nan,
+            "macs": float(macs.get(name, 0)) if macs is not None else np.nan,
+        }
+    report = pd.DataFrame.from_dict(rows, orient="index",
+                                    columns=["type", "parameters", "nonzeros",
+                                             "bits_per_weight", "stored_bytes",
+                                             "macs"])
+    total_params = int(report["parameters"].sum())
+    total_stored = int(report["stored_bytes"].sum())
+    report.loc["total"] = {
+        "type": "total",
+        "parameters": total_params,
+        "nonzeros": int(report["nonzeros"].sum()),
+        "bits_per_weight": 8.0 * total_stored / total_params if total_params
+        else np.nan,
+        "stored_bytes": total_stored,
+        "macs": float(sum(macs.values())) if macs is not None else np.nan,
+    }
+    return report.astype({"parameters": "int64", "nonzeros": "int64",
+                          "stored_bytes": "int64", "bits_per_weight": "float64",
+                          "macs": "float64"})
+
+
+def measure_latency(net_or_module, input_shape, batch_size=256, repeats=30,
+                    warmup=5, n_threads=1):
+    """Median seconds of a ``torch.no_grad()`` eval forward pass on CPU.
+
+    The module is measured baked (parametrizations made permanent) on a copy,
+    so the caller's module keeps its mode and device. ``torch``'s thread count
+    is set to ``n_threads`` during the measurement and restored afterwards.
+
+    Parameters
+    ----------
+    net_or_module : nn.Module, skorch net or fitted compressor
+    input_shape : tuple of int
+        Shape of ONE sample.
+    batch_size, repeats, warmup, n_threads : int
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcompress.accounting import measure_latency
+    >>> measure_latency(torch.nn.Linear(8, 2), (8,), repeats=3, warmup=1) > 0
+    True
+    """
+    shape = _check_shape(input_shape)
+    if shape is None:
+        raise ValueError("input_shape is required to measure latency.")
+    for name, value in (("batch_size", batch_size), ("repeats", repeats),
+                        ("n_threads", n_threads)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative int, got {warmup!r}.")
+    module = bake(_as_module(net_or_module)).cpu().eval()
+    X = torch.zeros((batch_size, *shape))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        times = []
+        with torch.no_grad():
+            for i in range(warmup + repeats):
+                start = time.perf_counter()
+                module(X)
+                if i >= warmup:
+                    times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    return float(statistics.median(times))

@@ -1,0 +1,435 @@
+import copy
+import io
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+import torch_pruning as tp
+from skorch import NeuralNetRegressor
+from torch import nn
+from torch.nn.utils import parametrize
+
+from skcompress.datasets import load_digits_images
+from skcompress.io import (
+    FormatError,
+    _gap_positions,
+    _gap_symbols,
+    _pack_bits,
+    _unpack_bits,
+    bake,
+    decode_tensor,
+    dumps,
+    encode_tensor,
+    load,
+    loads,
+    save,
+    tensor_storage_report,
+)
+from skcompress.models import make_digits_net
+
+DENSE_BYTES = 4 * 151_306  # DigitsCNN parameters, float32
+
+
+class Mask(nn.Module):
+    def __init__(self, mask):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, weight):
+        return weight * self.mask
+
+    def encoding_hint(self):
+        return {"kind": "sparse"}
+
+
+class UniformQuant(nn.Module):
+    """Per-output-channel uniform quantization with the documented formula."""
+
+    def __init__(self, weight, bits=4, scale_factor=1.0):
+        super().__init__()
+        levels = 2 ** bits - 1
+        lo = weight.amin(dim=tuple(range(1, weight.dim())))
+        hi = weight.amax(dim=tuple(range(1, weight.dim())))
+        scale = ((hi - lo) / levels).clamp_min(1e-8)
+        self.register_buffer("scale", scale)
+        self.register_buffer("zero_point", torch.round(-lo / scale))
+        self.scale_factor = scale_factor
+        self.levels = levels
+
+    def _view(self, t, weight):
+        return t.view(-1, *([1] * (weight.dim() - 1)))
+
+    def forward(self, weight):
+        scale, zp = self._view(self.scale, weight), self._view(self.zero_point, weight)
+        q = torch.clamp(torch.round(weight / scale) + zp, 0, self.levels)
+        return (q - zp).to(torch.float32) * scale
+
+    def encoding_hint(self):
+        return {"kind": "uniform", "bits": 4, "axis": 0,
+                "scale": self.scale * self.scale_factor,
+                "zero_point": self.zero_point}
+
+
+class Block(nn.Module):
+    """A custom block recording its constructor kwargs in ``_init_kwargs``."""
+
+    def __init__(self, in_channels, out_channels, activation=nn.ReLU):
+        super().__init__()
+        self._init_kwargs = {"in_channels": in_channels,
+                             "out_channels": out_channels, "activation": activation}
+        self.depthwise = nn.Conv2d(in_channels, in_channels, 3, padding=1,
+                                   groups=in_channels)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
+        self.act = activation()
+
+    def forward(self, X):
+        return self.act(self.pointwise(self.depthwise(X)))
+
+
+class SoftmaxNet(nn.Module):
+    def __init__(self, hidden=16):
+        super().__init__()
+        self.fc1 = nn.Linear(64, hidden)
+        self.fc2 = nn.Linear(hidden, 10)
+
+    def forward(self, X):
+        X = torch.relu(self.fc1(X.reshape(len(X), -1)))
+        return torch.softmax(self.fc2(X), dim=-1)
+
+
+class Regressor(nn.Module):
+    def __init__(self, hidden=8):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, X):
+        return self.body(X)
+
+
+class Wrapper:
+    """Stands in for a fitted compressor."""
+
+    def __init__(self, estimator_):
+        self.estimator_ = estimator_
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = load_digits_images()
+    return X[:600], y[:600]
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    torch.set_num_threads(1)
+    return make_digits_net(max_epochs=1).fit(*data)
+
+
+def _copy_net(net):
+    return copy.deepcopy(net)
+
+
+def assert_round_trip(net, X):
+    data = dumps(net)
+    loaded = loads(data)
+    np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
+    with torch.no_grad():
+        np.testing.assert_array_equal(
+            loaded.forward(X).numpy(), net.forward(X).numpy())
+    assert not any(parametrize.is_parametrized(m) for m in loaded.module_.modules())
+    return loaded, data
+
+
+def _masked(net, density=0.1, seed=0):
+    net = _copy_net(net)
+    gen = torch.Generator().manual_seed(seed)
+    for layer in (net.module_.conv1, net.module_.conv2, net.module_.fc1,
+                  net.module_.fc2):
+        mask = (torch.rand(layer.weight.shape, generator=gen) < density).float()
+        parametrize.register_parametrization(layer, "weight", Mask(mask))
+    return net
+
+
+def _codebook(net, n_values=16):
+    """Set every weight to one of ``n_values`` nonzero values (or zero)."""
+    net = _copy_net(net)
+    with torch.no_grad():
+        for layer in (net.module_.conv1, net.module_.conv2, net.module_.fc1,
+                      net.module_.fc2):
+            w = layer.weight
+            edges = torch.quantile(w.abs().flatten()[:4096], 0.9)
+            centroids = torch.linspace(-0.2, 0.2, n_values)
+            idx = torch.bucketize(w, centroids).clamp(max=n_values - 1)
+            w.copy_(torch.where(w.abs() >= edges, centroids[idx], 0.0))
+    return net
+
+
+def test_plain_round_trip_size_and_determinism(trained, data, tmp_path):
+    loaded, data_bytes = assert_round_trip(trained, data[0])
+    np.testing.assert_array_equal(loaded.predict(data[0]), trained.predict(data[0]))
+    assert list(loaded.classes_) == list(range(10))
+    assert loaded.batch_size == trained.batch_size
+    path = tmp_path / "net.skc"
+    assert save(trained, path) == len(data_bytes) == path.stat().st_size
+    assert path.read_bytes() == data_bytes == dumps(trained)
+    # dense weights cost their float32 bytes plus a small header
+    assert DENSE_BYTES < len(data_bytes) < DENSE_BYTES + 600
+    assert isinstance(load(str(path)), type(trained))
+    buffer = io.BytesIO()
+    assert save(trained, buffer) == len(data_bytes)
+    np.testing.assert_array_equal(load(io.BytesIO(buffer.getvalue()))
+                                  .predict_proba(data[0]),
+                                  trained.predict_proba(data[0]))
+
+
+def test_load_and_save_do_not_touch_global_rng(trained):
+    data = dumps(trained)
+    state = torch.get_rng_state()
+    loads(data)
+    dumps(trained)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_masked_net_round_trip_no_mutation_and_size(trained, data):
+    net = _masked(trained)
+    before = {k: v.clone() for k, v in net.module_.state_dict().items()}
+    loaded, data_bytes = assert_round_trip(net, data[0])
+    after = net.module_.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert parametrize.is_parametrized(net.module_.fc1, "weight")
+    assert len(data_bytes) < DENSE_BYTES / 6
+    report = tensor_storage_report(net.module_)
+    assert report["fc1.weight"]["encoding"] == "sparse"
+    assert report["fc1.bias"]["encoding"] == "dense"
+    # loaded weights are the effective (masked) ones
+    assert torch.equal(loaded.module_.fc1.weight, net.module_.fc1.weight)
+
+
+def test_entropy_coding_shrinks_sparse_codebook_file(trained, data):
+    net = _codebook(trained)
+    coded, plain = dumps(net), dumps(net, entropy_coding=False)
+    assert len(coded) < len(plain)
+    for blob in (coded, plain):
+        np.testing.assert_array_equal(loads(blob).predict_proba(data[0]),
+                                      net.predict_proba(data[0]))
+    # 90% zeros + 16 values: Deep-Compression-level sizes
+    assert len(coded) < DENSE_BYTES / 30
+    report = tensor_storage_report(net.module_)
+    assert report["fc1.weight"]["encoding"] in ("sparse", "codebook")
+    assert report["fc1.weight"]["bits_per_weight"] < 1.2
+
+
+def test_codebook_detected_without_hint():
+    w = torch.tensor([0.25, -0.5, 1.0, 0.25] * 64).reshape(16, 16)
+    encoding, meta, arrays = encode_tensor(w, entropy_coding=False)
+    assert encoding == "codebook" and meta["index"]["bits"] == 2
+    assert torch.equal(decode_tensor(encoding, meta, arrays, w.shape), w)
+
+
+def test_binary_weight_costs_about_one_bit(trained, data):
+    net = _copy_net(trained)
+    with torch.no_grad():
+        w = net.module_.fc1.weight
+        scale = w.abs().mean(dim=1, keepdim=True)
+        w.copy_(torch.where(w >= 0, scale, -scale))
+    assert_round_trip(net, data[0])
+    entry = tensor_storage_report(net.module_, entropy_coding=False)["fc1.weight"]
+    assert entry["encoding"] == "binary"
+    n = net.module_.fc1.weight.numel()
+    assert entry["stored_bytes"] == n // 8 + 4 * 128
+    assert entry["stored_bytes"] < 1.1 * (4 * n) / 32
+
+
+@pytest.mark.parametrize("scale_factor", [1.0, 1.001])
+def test_uniform_hint_used_and_verified(trained, data, scale_factor):
+    net = _copy_net(trained)
+    weight = net.module_.conv2.weight.detach()
+    parametrize.register_parametrization(
+        net.module_.conv2, "weight", UniformQuant(weight, scale_factor=scale_factor))
+    assert_round_trip(net, data[0])
+    entry = tensor_storage_report(net.module_, entropy_coding=False)["conv2.weight"]
+    if scale_factor == 1.0:
+        assert entry["encoding"] == "uniform"
+        assert entry["bits_per_weight"] < 4.5
+    else:  # a wrong hint is ignored and the tensor is still stored exactly
+        assert entry["encoding"] != "uniform"
+
+
+def test_low_rank_and_custom_block_round_trip(trained, data):
+    net = _copy_net(trained)
+    fc1 = net.module_.fc1
+    rank = 8
+    U, S, Vh = torch.linalg.svd(fc1.weight.detach(), full_matrices=False)
+    first = nn.Linear(fc1.in_features, rank, bias=False)
+    second = nn.Linear(rank, fc1.out_features)
+    with torch.no_grad():
+        first.weight.copy_(S[:rank, None] * Vh[:rank])
+        second.weight.copy_(U[:, :rank])
+        second.bias.copy_(fc1.bias)
+    net.module_.fc1 = nn.Sequential(first, second)
+    net.module_.conv2 = Block(32, 64, activation=nn.Identity)
+    loaded, data_bytes = assert_round_trip(net, data[0])
+    assert isinstance(loaded.module_.fc1, nn.Sequential)
+    assert loaded.module_.fc1[0].weight.shape == (rank, fc1.in_features)
+    assert isinstance(loaded.module_.conv2, Block)
+    assert isinstance(loaded.module_.conv2.act, nn.Identity)
+    assert len(data_bytes) < 0.3 * DENSE_BYTES
+
+
+@pytest.mark.parametrize("arch", ["cnn", "residual"])
+def test_torch_pruning_shrunk_net_round_trip(data, arch):
+    net = make_digits_net(max_epochs=1, arch=arch).fit(*data)
+    model = net.module_
+    graph = tp.DependencyGraph().build_dependency(
+        model, example_inputs=torch.zeros(1, 1, 8, 8))
+    group = graph.get_pruning_group(model.conv1, tp.prune_conv_out_channels,
+                                    idxs=list(range(16)))
+    group.prune()
+    assert model.conv1.out_channels == 16
+    loaded, _ = assert_round_trip(net, data[0])
+    assert loaded.module_.conv1.weight.shape[0] == 16
+    assert loaded.module_.conv2.in_channels == 16
+
+
+def test_regressor_round_trip(data):
+    X = data[0].reshape(len(data[0]), -1)
+    y = data[1].astype(np.float32)[:, None]
+    net = NeuralNetRegressor(Regressor, module__hidden=8, max_epochs=2, lr=0.05,
+                             train_split=None, verbose=0).fit(X, y)
+    loaded, _ = assert_round_trip(net, X)
+    np.testing.assert_array_equal(loaded.predict(X), net.predict(X))
+    assert isinstance(loaded, NeuralNetRegressor)
+
+
+def test_softmax_module_with_nll_loss(data):
+    net = make_digits_net(max_epochs=1, module=SoftmaxNet, module__hidden=16,
+                          criterion=nn.NLLLoss).fit(*data)
+    loaded, _ = assert_round_trip(net, data[0])
+    assert loaded.criterion is nn.NLLLoss
+    np.testing.assert_allclose(loaded.predict_proba(data[0]).sum(axis=1), 1,
+                               rtol=1e-5)
+
+
+def test_nested_compressor_is_saved_through_estimator(trained):
+    assert dumps(Wrapper(Wrapper(trained))) == dumps(trained)
+    with pytest.raises(TypeError, match="obj must be"):
+        dumps(object())
+
+
+def test_bake_leaves_input_parametrized(trained):
+    net = _masked(trained)
+    baked = bake(net.module_)
+    assert parametrize.is_parametrized(net.module_.fc1)
+    assert not parametrize.is_parametrized(baked.fc1)
+    assert torch.equal(baked.fc1.weight, net.module_.fc1.weight)
+
+
+@pytest.mark.parametrize("width", range(1, 9))
+def test_bit_packing_round_trip(width):
+    values = np.random.default_rng(width).integers(0, 2 ** width, 1001).astype(
+        np.uint8)
+    packed = _pack_bits(values, width)
+    assert packed.size == -(-1001 * width // 8)
+    np.testing.assert_array_equal(_unpack_bits(packed, width, 1001), values)
+
+
+@pytest.mark.parametrize("width", [2, 4, 8])
+def test_gap_coding_round_trip_with_long_gaps(width):
+    positions = np.array([0, 1, 5, 300, 301, 5000, 70_000])
+    symbols = _gap_symbols(positions, width)
+    assert symbols.max() <= 2 ** width - 1
+    np.testing.assert_array_equal(_gap_positions(symbols, width), positions)
+
+
+def test_fp16_and_raw_encodings():
+    w = torch.tensor([0.5, 0.25, -1.5, 3.0, 7.0, 0.125, 2.0, 6.5] * 40)
+    w = w + torch.arange(320) * 2.0 ** -4  # many distinct fp16-exact values
+    encoding, meta, arrays = encode_tensor(w, entropy_coding=False)
+    assert encoding == "dense" and meta["values"] == "fp16"
+    assert torch.equal(decode_tensor(encoding, meta, arrays, w.shape), w)
+    counter = torch.tensor(17, dtype=torch.int64)
+    encoding, meta, arrays = encode_tensor(counter)
+    assert encoding == "raw"
+    assert torch.equal(decode_tensor(encoding, meta, arrays, ()), counter)
+
+
+# -- broken files ------------------------------------------------------------
+
+
+def _rewrite_header(data, edit):
+    """Re-pack ``data`` with ``edit(header)`` applied and valid checksums."""
+    prefix = struct.Struct("<4sBBIII")
+    magic, version, codec, stored_len, raw_len, _ = prefix.unpack_from(data)
+    from skcompress.io import _decompress
+
+    stored = data[prefix.size:prefix.size + stored_len]
+    header = json.loads(_decompress(["none", "zlib", "lzma"][codec], stored,
+                                    raw_len))
+    edit(header)
+    text = json.dumps(header).encode()
+    return prefix.pack(magic, version, 0, len(text), len(text),
+                       zlib.crc32(text)) + text + data[prefix.size + stored_len:]
+
+
+@pytest.fixture(scope="module")
+def small_file(data):
+    return dumps(make_digits_net(max_epochs=1, module__hidden=8).fit(*data))
+
+
+def test_rewritten_header_still_loads(small_file, data):
+    same = _rewrite_header(small_file, lambda h: None)
+    np.testing.assert_array_equal(loads(same).predict_proba(data[0][:20]),
+                                  loads(small_file).predict_proba(data[0][:20]))
+
+
+@pytest.mark.parametrize("cut", [3, 10, 40, -1, -100])
+def test_truncated_file(small_file, cut):
+    with pytest.raises(FormatError, match="truncated|too short|checksum"):
+        loads(small_file[:cut])
+
+
+@pytest.mark.parametrize("where", [5, 30, -10, -1000])
+def test_corrupted_byte(small_file, where):
+    data = bytearray(small_file)
+    data[where] ^= 0xFF
+    with pytest.raises(FormatError):
+        loads(bytes(data))
+
+
+def test_bad_magic_and_trailing_bytes(small_file):
+    with pytest.raises(FormatError, match="magic"):
+        loads(b"PK\x03\x04" + small_file[4:])
+    with pytest.raises(FormatError, match="trailing"):
+        loads(small_file + b"\0")
+
+
+@pytest.mark.parametrize("path", ["os:system", "builtins:eval", "os.system",
+                                  "subprocess:Popen", "antigravity:x"])
+def test_tampered_module_class_is_refused(small_file, path):
+    def edit(header):
+        header["module"]["class"] = path
+
+    with pytest.raises(FormatError, match="refusing|not imported|invalid class"):
+        loads(_rewrite_header(small_file, edit))
+
+
+def test_tampered_net_and_kwarg_classes_are_refused(small_file):
+    def net_class(header):
+        header["net"]["class"] = "builtins:dict"
+
+    def kwarg_class(header):
+        header["module"]["kwargs"]["hidden"] = {"__class__": "builtins:eval"}
+
+    def junk(header):
+        header["tensors"][0]["arrays"] = {"values": 999}
+
+    for edit in (net_class, kwarg_class):
+        with pytest.raises(FormatError, match="refusing"):
+            loads(_rewrite_header(small_file, edit))
+    with pytest.raises(FormatError, match="invalid skcompress file"):
+        loads(_rewrite_header(small_file, junk))
