@@ -15,6 +15,8 @@ Rules for every parametrization written for skcompress:
   tensor can be stored (see :mod:`skcompress.io`).
 """
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -64,6 +66,10 @@ def add_constraint(module, constraint, tensor_name="weight"):
     cls = type(module)
     if cls.__dict__.get("__reduce_ex__") is not _reduce_parametrized:
         cls.__reduce_ex__ = _reduce_parametrized
+        # torch's own __deepcopy__ would share the parametrized class between
+        # copies, and remove_parametrizations (bake) on a copy deletes the
+        # property from that shared class, breaking the original.
+        cls.__deepcopy__ = _deepcopy_parametrized
 
 
 def _reduce_parametrized(module, protocol):
@@ -94,6 +100,13 @@ def _reduce_parametrized(module, protocol):
             plain._buffers[tensor_name] = plist.original
         records.append((tensor_name, list(plist)))
     return _rebuild_parametrized, (plain, records)
+
+
+def _deepcopy_parametrized(module, memo):
+    rebuild, args = _reduce_parametrized(module, None)
+    copied = rebuild(*copy.deepcopy(args, memo))
+    memo[id(module)] = copied
+    return copied
 
 
 def _rebuild_parametrized(plain, records):

@@ -1,0 +1,403 @@
+"""Weight quantization: k-means weight sharing and uniform (affine) integers."""
+
+import copy
+import math
+import numbers
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ._base import BaseCompressor
+from ._constraints import add_constraint, constraints_of, select_layers
+from ._ste import straight_through
+
+__all__ = ["Codebook", "Quantizer", "UniformQuantize"]
+
+
+class Codebook(nn.Module):
+    """Weight sharing: the effective weight is ``centroids[indices]``.
+
+    ``indices`` are fixed; ``centroids`` is an ``nn.Parameter``, so fine-tuning
+    trains the codebook and autograd sums the gradients of all the weights of
+    a cluster (Han et al., 2016). Index ``-1`` marks a zero weight (a pruned
+    one): it stays exactly zero and no centroid is spent on it. The latent
+    weight underneath is not used (it receives no gradient).
+    """
+
+    def __init__(self, centroids, indices, bits):
+        super().__init__()
+        self.centroids = nn.Parameter(torch.as_tensor(centroids).detach().clone())
+        self.register_buffer("indices", torch.as_tensor(indices).detach().long())
+        self.bits = int(bits)
+
+    def forward(self, weight):
+        centroids = self.centroids.to(weight.dtype)
+        values = centroids[self.indices.clamp(min=0)]
+        return torch.where(self.indices >= 0, values, torch.zeros_like(values))
+
+    def encoding_hint(self):
+        return {"kind": "codebook", "bits": self.bits}
+
+    def extra_repr(self):
+        return f"bits={self.bits}, centroids={self.centroids.numel()}"
+
+
+class UniformQuantize(nn.Module):
+    """Affine integer grid with fixed scales (per output channel).
+
+    The effective weight is exactly what the file format decodes::
+
+        q = clamp(round(w / scale) + zero_point, qmin, qmax)   # integers
+        w_hat = scale * (q - zero_point)
+
+    broadcast along axis 0 (float32 arithmetic, ``round`` half to even). The
+    gradient reaches the latent ``w`` through the identity straight-through
+    estimator. ``zero_point`` is an integer, so 0 maps to exactly 0.
+    """
+
+    def __init__(self, scale, zero_point, bits, qmin, qmax):
+        super().__init__()
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+        self.register_buffer(
+            "zero_point", torch.as_tensor(zero_point, dtype=torch.float32)
+        )
+        self.bits = int(bits)
+        self.qmin = int(qmin)
+        self.qmax = int(qmax)
+
+    def _broadcast(self, tensor, weight):
+        return tensor.to(weight.dtype).reshape((-1,) + (1,) * (weight.dim() - 1))
+
+    def integers(self, weight):
+        """The stored integers ``q`` of ``weight`` (as float tensor)."""
+        scale = self._broadcast(self.scale, weight)
+        zero_point = self._broadcast(self.zero_point, weight)
+        q = torch.round(weight / scale) + zero_point
+        return torch.clamp(q, self.qmin, self.qmax)
+
+    def forward(self, weight):
+        with torch.no_grad():
+            q = self.integers(weight)
+            scale = self._broadcast(self.scale, weight)
+            zero_point = self._broadcast(self.zero_point, weight)
+            value = scale * (q - zero_point)
+        return straight_through(weight, value)
+
+    def encoding_hint(self):
+        scale, zero_point = self.scale, self.zero_point
+        if (scale == scale[0]).all() and (zero_point == zero_point[0]).all():
+            scale, zero_point = scale[:1], zero_point[:1]  # one grid per tensor
+        return {
+            "kind": "uniform",
+            "bits": self.bits,
+            "scale": scale,
+            "zero_point": zero_point,
+            "axis": 0,
+        }
+
+    def extra_repr(self):
+        return f"bits={self.bits}, qmin={self.qmin}, qmax={self.qmax}"
+
+
+def kmeans_codebook(weight, bits, random_state):
+    """Cluster the nonzero entries of ``weight`` into at most ``2**bits`` values.
+
+    Linear initialisation over the weight range (``np.linspace(min, max, k)``,
+    ``n_init=1``), which keeps the few large weights represented (Han et al.,
+    2016). Zeros get index -1. A layer with fewer distinct nonzero values than
+    ``2**bits`` keeps them all exactly (fewer centroids).
+
+    Returns
+    -------
+    centroids : ndarray of float32, shape (k,)
+    indices : ndarray of int64, shape ``weight.shape``
+    """
+    flat = weight.detach().cpu().to(torch.float64).reshape(-1).numpy()
+    nonzero = flat != 0
+    values = flat[nonzero]
+    indices = np.full(flat.shape, -1, dtype=np.int64)
+    distinct = np.unique(values)
+    n_clusters = min(2**bits, distinct.size)
+    if n_clusters == 0:  # a fully pruned layer
+        return np.zeros(1, dtype=np.float32), indices.reshape(weight.shape)
+    if n_clusters == distinct.size:
+        centroids = distinct
+        labels = np.searchsorted(distinct, values)
+    else:
+        init = np.linspace(values.min(), values.max(), n_clusters)[:, None]
+        km = KMeans(
+            n_clusters=n_clusters, init=init, n_init=1, random_state=random_state
+        ).fit(values[:, None])
+        centroids = km.cluster_centers_.ravel()
+        labels = km.labels_
+    indices[nonzero] = labels
+    return centroids.astype(np.float32), indices.reshape(weight.shape)
+
+
+def uniform_grid(weight, bits, *, symmetric, per_channel):
+    """Scales and zero points of the affine grid (one per output channel).
+
+    symmetric: ``zero_point = 0``, ``q`` in ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]``
+    and ``scale = max|w| / qmax``. Asymmetric: ``q`` in ``[0, 2**bits - 1]``
+    over ``[min(w, 0), max(w, 0)]``, ``zero_point = round(-min / scale)``.
+    ``per_channel=False`` uses one grid for the whole tensor (repeated per
+    channel, so the stored form is the same).
+    """
+    w = weight.detach().cpu().to(torch.float64)
+    n_out = w.shape[0]
+    rows = w.reshape(n_out, -1) if per_channel else w.reshape(1, -1)
+    if symmetric:
+        qmin, qmax = -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1
+        scale = rows.abs().amax(dim=1) / qmax
+        zero_point = torch.zeros_like(scale)
+    else:
+        qmin, qmax = 0, 2**bits - 1
+        low = rows.amin(dim=1).clamp(max=0)
+        high = rows.amax(dim=1).clamp(min=0)
+        scale = (high - low) / qmax
+        zero_point = torch.where(scale > 0, torch.round(-low / scale), 0.0)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale)).to(torch.float32)
+    if not per_channel:
+        scale, zero_point = scale.expand(n_out), zero_point.expand(n_out)
+    return scale.clone(), zero_point.to(torch.float32).clone(), qmin, qmax
+
+
+class Quantizer(BaseCompressor):
+    """Quantize a skorch net's weights: k-means weight sharing or integers.
+
+    ``method="kmeans"`` (weight sharing, Han et al., 2016): each layer gets a
+    codebook of ``2**bits`` centroids fitted by scikit-learn ``KMeans`` (linear
+    initialisation over the weight range, ``n_init=1``) and every weight
+    becomes an index into it; fine-tuning trains the centroids with the
+    indices fixed. The file stores the codebook plus bit-packed indices.
+
+    ``method="uniform"``: affine integers ``q`` with fixed per-channel (or
+    per-tensor) scales, ``w_hat = scale * (q - zero_point)``; fine-tuning is
+    quantization-aware (forward on ``w_hat``, gradient to the latent weight
+    through the straight-through estimator). The file stores the integers and
+    scales.
+
+    Biases and BatchNorm parameters stay in fp32 (they are a small fraction
+    of the weights and sensitive); they are counted in the file size. On a
+    pruned net (``Quantizer(Pruner(net), ...)``) zero weights stay exactly
+    zero and only the nonzeros are clustered; the file stores their sparse
+    positions plus the packed indices.
+
+    Parameters
+    ----------
+    estimator : skorch NeuralNet or compressor
+        The net to quantize, or a compressor to chain after (e.g. a Pruner).
+    bits : int, default=4
+        Bits per weight, 1 to 8 (``2**bits`` centroids for k-means). Uniform
+        symmetric grids need ``bits >= 2``.
+    method : {"kmeans", "uniform"}, default="kmeans"
+    symmetric : bool, default=True
+        Uniform only: zero point 0 and a grid symmetric around zero.
+    per_channel : bool, default=True
+        Uniform only: one scale per output channel (else one per tensor).
+    layers : None, "all" or list of str, default=None
+        Layers to quantize. ``None`` (= ``"all"``): every Conv2d / Linear,
+        the input and output layers included (quantizing them costs little
+        accuracy, unlike binarizing them).
+    finetune_epochs : int, default=1
+        Quantization-aware fine-tuning epochs (0 disables it).
+    finetune_lr : float or None, default=None
+        Fine-tuning learning rate; ``None`` keeps the net's ``lr``.
+    prefit : bool, default=False
+    memory : str, joblib.Memory or None, default=None
+    random_state : int, RandomState or None, default=None
+
+    Attributes
+    ----------
+    estimator_ : skorch NeuralNet
+        The quantized net (constraints registered on the quantized layers).
+    layers_ : list of str
+        The quantized layers.
+    base_estimator_, original_size_bytes_, size_bytes_, compression_ratio_, \
+report_, fit_time_ :
+        See :class:`~skcompress.compression.BaseCompressor`.
+
+    See Also
+    --------
+    Binarizer : 1-bit weights with a per-channel scale.
+    Pruner : chain ``Quantizer(Pruner(net))`` for sparse + quantized files.
+
+    Notes
+    -----
+    ``export_int8`` turns a symmetric uniform quantizer's net into PyTorch's
+    dynamic int8 Linear layers (fbgemm/onednn CPU kernels); see
+    ``benchmarks/bench_quantize.py`` for whether it is faster on your CPU.
+
+    References
+    ----------
+    Han, Mao and Dally, "Deep Compression", ICLR 2016.
+    Jacob et al., "Quantization and Training of Neural Networks for Efficient
+    Integer-Arithmetic-Only Inference", CVPR 2018.
+
+    Examples
+    --------
+    >>> from skcompress import Quantizer
+    >>> from skcompress.datasets import load_digits_images
+    >>> from skcompress.models import make_digits_net
+    >>> X, y = load_digits_images()
+    >>> net = make_digits_net(max_epochs=1, module__channels=(4, 8),
+    ...                       module__hidden=16)
+    >>> q = Quantizer(net, bits=4, finetune_epochs=1, random_state=0).fit(
+    ...     X[:200], y[:200])
+    >>> w = q.estimator_.module_.fc1.weight
+    >>> len(w.unique()) <= 16
+    True
+    """
+
+    _parameter_constraints = {
+        **BaseCompressor._parameter_constraints,
+        "bits": [Interval(numbers.Integral, 1, 8, closed="both")],
+        "method": [StrOptions({"kmeans", "uniform"})],
+        "symmetric": ["boolean"],
+        "per_channel": ["boolean"],
+        "layers": [None, StrOptions({"all"}), list, tuple],
+    }
+
+    def __init__(
+        self,
+        estimator,
+        *,
+        bits=4,
+        method="kmeans",
+        symmetric=True,
+        per_channel=True,
+        layers=None,
+        finetune_epochs=1,
+        finetune_lr=None,
+        prefit=False,
+        memory=None,
+        random_state=None,
+    ):
+        super().__init__(
+            estimator,
+            finetune_epochs=finetune_epochs,
+            finetune_lr=finetune_lr,
+            prefit=prefit,
+            memory=memory,
+            random_state=random_state,
+        )
+        self.bits = bits
+        self.method = method
+        self.symmetric = symmetric
+        self.per_channel = per_channel
+        self.layers = layers
+
+    def _check_params(self, X, y):
+        if isinstance(self.bits, bool):
+            raise TypeError(f"bits must be an int in [1, 8], got {self.bits!r}.")
+        if self.method == "uniform" and self.symmetric and self.bits < 2:
+            raise ValueError(
+                "bits=1 with method='uniform' and symmetric=True leaves a single "
+                "level (0); use bits >= 2, symmetric=False or the Binarizer."
+            )
+
+    def _compress(self, net, X, y, rng):
+        module = net.module_
+        layers = "all" if self.layers is None else self.layers
+        chosen = select_layers(module, layers)
+        for _, layer in chosen:
+            weight = layer.weight.detach()  # effective: inner constraints applied
+            if self.method == "kmeans":
+                centroids, indices = kmeans_codebook(
+                    weight, self.bits, rng.randint(np.iinfo(np.int32).max)
+                )
+                bits = max(1, math.ceil(math.log2(max(len(centroids), 1))))
+                constraint = Codebook(
+                    torch.from_numpy(centroids).to(weight.device),
+                    torch.from_numpy(indices).to(weight.device),
+                    min(bits, self.bits),
+                )
+            else:
+                scale, zero_point, qmin, qmax = uniform_grid(
+                    weight,
+                    self.bits,
+                    symmetric=self.symmetric,
+                    per_channel=self.per_channel,
+                )
+                constraint = UniformQuantize(
+                    scale.to(weight.device),
+                    zero_point.to(weight.device),
+                    self.bits,
+                    qmin,
+                    qmax,
+                )
+            add_constraint(layer, constraint, "weight")
+
+    @property
+    def layers_(self):
+        check_is_fitted(self, "estimator_")
+        return [
+            name
+            for name, sub in self.estimator_.module_.named_modules()
+            if any(
+                isinstance(c, (Codebook, UniformQuantize)) for c in constraints_of(sub)
+            )
+        ]
+
+    def export_int8(self):
+        """The quantized module with its Linear layers as PyTorch int8 kernels.
+
+        Needs ``method="uniform"`` and ``symmetric=True`` (PyTorch's int8
+        Linear kernels take symmetric qint8 weights). The int8 weights are
+        exactly the fitted integers and scales (no re-quantization), the
+        activations are quantized dynamically per batch by PyTorch, so outputs
+        are close to, not equal to, ``transform``. Convolutions stay float
+        (PyTorch's dynamic quantization covers Linear only). The result is a
+        plain ``nn.Module`` for CPU inference; it is not saved by
+        :func:`skcompress.save`.
+
+        Returns
+        -------
+        nn.Module
+        """
+        check_is_fitted(self, "estimator_")
+        if self.method != "uniform" or not self.symmetric:
+            raise ValueError(
+                "export_int8 needs method='uniform' and symmetric=True, got "
+                f"method={self.method!r}, symmetric={self.symmetric!r}."
+            )
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+        module = copy.deepcopy(self.estimator_.module_).cpu().eval()
+        targets = [
+            (name, sub)
+            for name, sub in module.named_modules()
+            if isinstance(sub, nn.Linear)
+            and any(isinstance(c, UniformQuantize) for c in constraints_of(sub))
+        ]
+        for name, layer in targets:
+            grid = constraints_of(layer)[-1]
+            if not isinstance(grid, UniformQuantize):
+                continue
+            with torch.no_grad():
+                weight = layer.weight.detach().float()
+                q = grid.integers(weight).to(torch.int64)
+            qweight = torch._make_per_channel_quantized_tensor(
+                q.to(torch.int8),
+                grid.scale.double(),
+                torch.zeros_like(grid.zero_point, dtype=torch.int64),
+                0,
+            )
+            qlinear = DynamicLinear(
+                layer.in_features,
+                layer.out_features,
+                bias_=layer.bias is not None,
+                dtype=torch.qint8,
+            )
+            bias = None if layer.bias is None else layer.bias.detach().float()
+            qlinear.set_weight_bias(qweight, bias)
+            module.set_submodule(name, qlinear)
+        for sub in module.modules():
+            for tensor_name in list(getattr(sub, "parametrizations", {}) or {}):
+                parametrize.remove_parametrizations(sub, tensor_name)
+        return module

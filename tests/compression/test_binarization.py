@@ -1,0 +1,204 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from skcompress.compression import Binarizer
+from skcompress.compression._binarization import Binarize, BinaryActivation
+from skcompress.compression._constraints import constraints_of
+from skcompress.compression._ste import straight_through
+from skcompress.datasets import load_digits_images
+from skcompress.io import dumps, load, save, tensor_storage_report
+from skcompress.models import make_digits_net
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = load_digits_images()
+    return X[:300], y[:300], X[300:400]
+
+
+@pytest.fixture(scope="module")
+def base(data):
+    torch.set_num_threads(1)
+    X, y, _ = data
+    net = make_digits_net(
+        random_state=0, max_epochs=2, module__channels=(4, 8), module__hidden=16
+    )
+    return net.fit(X, y)
+
+
+def state(net):
+    return {k: v.clone() for k, v in net.module_.state_dict().items()}
+
+
+def assert_same_state(before, net):
+    after = net.module_.state_dict()
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), key
+
+
+@pytest.fixture(scope="module")
+def binarized(base, data):
+    X, y, _ = data
+    # a large learning rate pushes latent weights past +-1: the clipping shows
+    return Binarizer(
+        base, finetune_epochs=2, finetune_lr=0.5, prefit=True, random_state=0
+    ).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def with_activations(base, data):
+    X, y, _ = data
+    return Binarizer(
+        base, mode="stochastic", activations=True, finetune_epochs=1, prefit=True,
+        random_state=0,
+    ).fit(X, y)
+
+
+def latent_of(layer):
+    return layer.parametrizations.weight.original.detach()
+
+
+def test_weights_are_exactly_plus_minus_scale(binarized):
+    module = binarized.estimator_.module_
+    assert binarized.layers_ == ["conv2", "fc1"]
+    for name in binarized.layers_:
+        layer = getattr(module, name)
+        weight = layer.weight.detach()
+        latent = latent_of(layer)
+        dims = tuple(range(1, weight.dim()))
+        scale = latent.abs().mean(dim=dims, keepdim=True)
+        expected = torch.where(latent >= 0, scale, -scale)
+        assert torch.equal(weight, expected)
+    for name in ("conv1", "fc2"):  # kept full precision by default
+        assert not constraints_of(getattr(module, name))
+
+
+def test_latent_weights_stay_in_unit_interval(binarized):
+    module = binarized.estimator_.module_
+    for name in binarized.layers_:
+        latent = latent_of(getattr(module, name))
+        assert latent.abs().max() <= 1
+    # the learning rate did push them to the bound: the clip was needed
+    assert any(
+        (latent_of(getattr(module, name)).abs() == 1).any()
+        for name in binarized.layers_
+    )
+
+
+def test_straight_through_gradient_only_inside_unit_interval():
+    latent = torch.tensor([[-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]], requires_grad=True)
+    out = Binarize(scale=False)(latent)
+    assert torch.equal(out.detach(), torch.tensor([[-1.0, -1, -1, 1, 1, 1, 1]]))
+    out.backward(torch.full_like(out, 3.0))
+    assert torch.equal(latent.grad, torch.tensor([[0.0, 3, 3, 3, 3, 3, 0]]))
+
+    latent = torch.tensor([-1.5, 0.3, 1.0, 4.0], requires_grad=True)
+    straight_through(latent, torch.zeros(4), limit=1.0).sum().backward()
+    assert torch.equal(latent.grad, torch.tensor([0.0, 1.0, 1.0, 0.0]))
+
+
+def test_scale_off_gives_plus_minus_one(base, data):
+    X, y, _ = data
+    fitted = Binarizer(
+        base, scale=False, finetune_epochs=1, prefit=True, random_state=0
+    ).fit(X, y)
+    for name in fitted.layers_:
+        weight = getattr(fitted.estimator_.module_, name).weight.detach()
+        assert set(weight.unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_stochastic_samples_in_training_then_freezes(with_activations, data):
+    _, _, X_test = data
+    constraint = Binarize(scale=False, stochastic=True)
+    latent = torch.full((4, 1000), 0.2)
+    constraint.train()
+    sampled = constraint(latent)
+    assert set(sampled.unique().tolist()) == {-1.0, 1.0}
+    assert 0.5 < (sampled > 0).float().mean() < 0.7  # P(+1) = (0.2 + 1) / 2
+    constraint.eval()
+    assert (constraint(latent) > 0).all()
+
+    module = with_activations.estimator_.module_
+    module.train()
+    try:
+        weight = module.fc1[1].weight.detach()
+        latent = latent_of(module.fc1[1])
+        assert torch.equal(weight > 0, latent >= 0)  # frozen: deterministic
+    finally:
+        module.eval()
+    first = with_activations.predict_proba(X_test)
+    np.testing.assert_array_equal(first, with_activations.predict_proba(X_test))
+
+
+def test_binary_activations_wrap_layers_after_the_first(with_activations):
+    module = with_activations.estimator_.module_
+    assert with_activations.layers_ == ["conv2", "fc1"]
+    assert isinstance(module.fc1, nn.Sequential)
+    assert isinstance(module.fc1[0], BinaryActivation)
+    assert not isinstance(module.conv2, nn.Sequential)
+    # the input of fc1 is non-negative (ReLU): the threshold is its mean, > 0
+    assert module.fc1[0].threshold > 0
+    x = torch.tensor([-0.5, 0.0, 2.0], requires_grad=True)
+    out = BinaryActivation()(x)
+    out.sum().backward()
+    assert torch.equal(out.detach(), torch.tensor([-1.0, 1.0, 1.0]))
+    assert torch.equal(x.grad, torch.tensor([1.0, 1.0, 0.0]))
+
+
+def test_activations_need_two_binarized_layers(base, data):
+    X, y, _ = data
+    before = state(base)
+    binarizer = Binarizer(base, layers=["fc1"], activations=True, prefit=True)
+    with pytest.raises(ValueError, match="activations=True"):
+        binarizer.fit(X, y)
+    assert not hasattr(binarizer, "estimator_")
+    assert_same_state(before, base)
+
+
+@pytest.mark.parametrize("name", ["binarized", "with_activations"])
+def test_save_load_is_exact_and_size_is_file_size(name, request, data, tmp_path):
+    fitted = request.getfixturevalue(name)
+    _, _, X_test = data
+    path = tmp_path / "model.skcz"
+    save(fitted, path)
+    assert fitted.size_bytes_ == path.stat().st_size
+    np.testing.assert_array_equal(
+        load(path).predict_proba(X_test), fitted.predict_proba(X_test)
+    )
+    report = tensor_storage_report(fitted.estimator_.module_, entropy_coding=False)
+    binarized = {k: v for k, v in report.items() if k.endswith("weight")}
+    assert [v["encoding"] for k, v in binarized.items() if "fc1" in k] == ["binary"]
+
+
+def test_same_random_state_same_bytes(base, data):
+    X, y, _ = data
+
+    def fitted():
+        return Binarizer(
+            base, mode="stochastic", finetune_epochs=1, prefit=True, random_state=5
+        ).fit(X, y)
+
+    assert dumps(fitted()) == dumps(fitted())
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [({"mode": "random"}, "mode"), ({"scale": "yes"}, "scale"),
+     ({"layers": ["nope"]}, "layers")],
+)
+def test_bad_params_fail_at_fit_and_leave_net_alone(base, data, params, match):
+    X, y, _ = data
+    before = state(base)
+    binarizer = Binarizer(base, prefit=True, finetune_epochs=1, **params)
+    with pytest.raises(ValueError, match=match):
+        binarizer.fit(X, y)
+    assert_same_state(before, base)
+
+
+def test_user_net_unchanged(base, binarized, with_activations):
+    assert not any(constraints_of(m) for m in base.module_.modules())
+    assert isinstance(base.module_.fc1, nn.Linear)
+    assert base.module_.conv2.weight.abs().max() < 1  # never clipped in place
