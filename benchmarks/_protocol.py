@@ -17,10 +17,9 @@ import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
 
-from skcompress.accounting import count_macs, count_parameters, measure_latency
 from skcompress.datasets import load_digits_images
-from skcompress.io import dumps
 from skcompress.models import make_digits_net
+from skcompress.search import compare_to_base
 
 INPUT_SHAPE = (1, 8, 8)
 SEEDS = (0, 1, 2)
@@ -48,45 +47,15 @@ def base_net(seed, data, **overrides):
     return _BASES[key]
 
 
-def module_of(obj):
-    obj = getattr(obj, "estimator_", obj)
-    return getattr(obj, "module_", obj)
-
-
 def evaluate(technique, setting, fitted, base, data, *, latency=True):
-    """One result row for a fitted compressor (or net) against its base net."""
+    """One result row for a fitted compressor against its base net."""
     _, Xte, _, yte = data
-    base_acc = float(base.score(Xte, yte))
-    acc = float(fitted.score(Xte, yte))
-    base_module, module = module_of(base), module_of(fitted)
-    original = getattr(fitted, "original_size_bytes_", None)
-    size = getattr(fitted, "size_bytes_", None)
-    if size is None:
-        size = len(dumps(fitted))
-    if original is None:
-        original = len(dumps(base))
-    row = {
-        "technique": technique,
-        "setting": setting,
-        "accuracy": acc,
-        "drop_points": 100.0 * (base_acc - acc),
-        "size_bytes": int(size),
-        "size_ratio": original / size,
-        "params": count_parameters(module),
-        "params_ratio": count_parameters(base_module) / count_parameters(module),
-        "macs": count_macs(module, INPUT_SHAPE),
-        "macs_ratio": count_macs(base_module, INPUT_SHAPE)
-        / max(count_macs(module, INPUT_SHAPE), 1),
-        "base_train_s": getattr(base, "train_time_", float("nan")),
-        "compress_s": sum(
-            v for k, v in getattr(fitted, "fit_time_", {}).items() if k != "base"
-            and k != "compress_and_finetune"
-        ),
-    }
-    if latency:
-        base_t = measure_latency(base_module, INPUT_SHAPE)
-        t = measure_latency(module, INPUT_SHAPE)
-        row["latency_ratio"] = base_t / t
+    row = {"technique": technique, "setting": setting}
+    row.update(compare_to_base(fitted, base, Xte, yte, latency=latency))
+    row["accuracy"] = row.pop("score")
+    row["base_train_s"] = getattr(base, "train_time_", float("nan"))
+    timings = getattr(fitted, "fit_time_", {})
+    row["compress_s"] = timings.get("compress_and_finetune", float("nan"))
     return row
 
 
