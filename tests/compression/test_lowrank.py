@@ -1,0 +1,193 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from skorch import NeuralNetClassifier
+from torch import nn
+
+import skcompress
+from skcompress.accounting import count_macs, count_parameters
+from skcompress.compression import LowRankCompressor
+from skcompress.compression._lowrank import (
+    choose_rank,
+    factorize_conv_channel,
+    factorize_conv_tucker,
+    factorize_linear,
+)
+from skcompress.datasets import load_digits_images
+from skcompress.models import make_digits_net
+
+TINY = dict(max_epochs=3, module__channels=(4, 8), module__hidden=16)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = load_digits_images()
+    return X[:240], y[:240]
+
+
+@pytest.fixture(scope="module")
+def fitted_net(data):
+    torch.set_num_threads(1)
+    return make_digits_net(**TINY).fit(*data)
+
+
+def state(net):
+    return {k: v.clone() for k, v in net.module_.state_dict().items()}
+
+
+def assert_same_state(net, before):
+    after = net.module_.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def lowrank(fitted_net, data, **params):
+    params = {"prefit": True, "finetune_epochs": 1, "random_state": 0, **params}
+    return LowRankCompressor(fitted_net, **params).fit(*data)
+
+
+# ------------------------------------------------------------- mechanics
+def test_full_rank_factorizations_are_exact():
+    torch.manual_seed(0)
+    linear = nn.Linear(12, 7)
+    x = torch.randn(5, 12)
+    torch.testing.assert_close(factorize_linear(linear, 7)(x), linear(x))
+    conv = nn.Conv2d(6, 10, 3, stride=2, padding=2, dilation=2)
+    x = torch.randn(2, 6, 9, 9)
+    channel = factorize_conv_channel(conv, 10)
+    tucker = factorize_conv_tucker(conv, (10, 6))
+    torch.testing.assert_close(channel(x), conv(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tucker(x), conv(x), rtol=1e-5, atol=1e-5)
+    for factorized in (channel[0], tucker[1]):  # geometry kept on the k x k conv
+        assert factorized.stride == (2, 2) and factorized.padding == (2, 2)
+        assert factorized.dilation == (2, 2)
+
+
+def test_truncated_svd_is_the_best_rank_r_approximation():
+    torch.manual_seed(0)
+    linear = nn.Linear(20, 16, bias=False)
+    first, second = factorize_linear(linear, 4)
+    W = linear.weight.detach().double()
+    S = torch.linalg.svdvals(W)
+    error = torch.linalg.norm(W - (second.weight @ first.weight).double())
+    # Eckart-Young: the error is the norm of the dropped singular values
+    assert error.item() == pytest.approx(torch.linalg.norm(S[4:]).item(), rel=1e-5)
+    assert first.weight.shape == (4, 20) and second.weight.shape == (16, 4)
+
+
+def test_choose_rank():
+    s = np.array([4.0, 2.0, 1.0, 1.0])
+    assert choose_rank(3, s, name="fc") == 3
+    assert choose_rank(0.5, s, name="fc") == 2
+    assert choose_rank(1.0, s, name="fc") == 4
+    assert choose_rank(0.01, s, name="fc") == 1
+    assert choose_rank(("energy", 0.5), s, name="fc") == 1  # 16 / 22
+    assert choose_rank(("energy", 0.9), s, name="fc") == 2  # 20 / 22
+    assert choose_rank(("energy", 0.95), s, name="fc") == 3  # 21 / 22
+    assert choose_rank(("energy", 1.0), s, name="fc") == 4
+    with pytest.raises(ValueError, match="rank=5 for layer 'fc' exceeds"):
+        choose_rank(5, s, name="fc")
+
+
+# ------------------------------------------------------------- estimator
+def test_full_rank_leaves_the_net_as_it_is(fitted_net, data):
+    compressor = lowrank(fitted_net, data, rank=1.0, finetune_epochs=0)
+    assert compressor.factorized_layers_ == {}
+    assert set(compressor.skipped_layers_) == {"conv1", "conv2", "fc1"}
+    np.testing.assert_allclose(
+        compressor.transform(data[0]), fitted_net.forward(data[0]).numpy(), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("method", ["channel", "tucker"])
+def test_factorized_net_is_smaller_and_round_trips(fitted_net, data, method, tmp_path):
+    before = state(fitted_net)
+    compressor = lowrank(fitted_net, data, rank=0.25, method=method)
+    assert_same_state(fitted_net, before)
+    base, small = fitted_net.module_, compressor.estimator_.module_
+    assert count_parameters(small) < count_parameters(base)
+    assert count_macs(small, (1, 8, 8)) < count_macs(base, (1, 8, 8))
+    assert isinstance(small.fc1, nn.Sequential)
+    assert small.fc1[0].bias is None and small.fc1[0].out_features == 4
+    assert isinstance(small.fc2, nn.Linear)  # output layer kept
+    assert "conv2" in compressor.factorized_layers_
+    path = tmp_path / "lowrank.skc"
+    skcompress.save(compressor, path)
+    assert compressor.size_bytes_ == os.path.getsize(path)
+    assert compressor.compression_ratio_ > 1
+    loaded = skcompress.load(path)
+    np.testing.assert_allclose(
+        loaded.predict_proba(data[0]), compressor.predict_proba(data[0]), rtol=1e-6
+    )
+
+
+def test_per_layer_ranks_and_energy(fitted_net, data):
+    compressor = lowrank(fitted_net, data, rank={"fc1": 3, "conv2": 0.25})
+    assert compressor.factorized_layers_ == {"fc1": 3, "conv2": 2}
+    assert not isinstance(compressor.estimator_.module_.conv1, nn.Sequential)
+    mixed = lowrank(fitted_net, data, rank={"fc1": 2}, energy=0.5, finetune_epochs=0)
+    assert mixed.factorized_layers_["fc1"] == 2
+    assert set(mixed.factorized_layers_) | set(mixed.skipped_layers_) == {
+        "conv1", "conv2", "fc1"
+    }
+    weight = fitted_net.module_.fc1.weight.detach().double()
+    energy = torch.linalg.svdvals(weight) ** 2
+    share = torch.cumsum(energy, 0) / energy.sum()
+    expected = int((share < 0.5).sum()) + 1
+    by_energy = lowrank(fitted_net, data, rank=None, energy=0.5, layers=["fc1"],
+                        finetune_epochs=0)
+    assert by_energy.factorized_layers_ == {"fc1": expected}
+
+
+def test_layers_that_would_not_shrink_stay_dense(fitted_net, data):
+    compressor = lowrank(fitted_net, data, rank={"conv1": 4}, finetune_epochs=0)
+    assert compressor.factorized_layers_ == {}
+    assert "not fewer than the dense" in compressor.skipped_layers_["conv1"]
+
+
+class Grouped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.grouped = nn.Conv2d(4, 8, 3, padding=1, groups=2)
+        self.fc = nn.Linear(8 * 64, 64)
+        self.out = nn.Linear(64, 10)
+
+    def forward(self, X):
+        X = torch.relu(self.grouped(torch.relu(self.conv(X))))
+        return self.out(torch.relu(self.fc(X.flatten(1))))
+
+
+def test_grouped_convolutions_are_skipped(data):
+    net = NeuralNetClassifier(Grouped, max_epochs=1, train_split=None, verbose=0)
+    compressor = LowRankCompressor(net, rank=2, finetune_epochs=1).fit(*data)
+    assert "groups=2" in compressor.skipped_layers_["grouped"]
+    assert compressor.factorized_layers_["fc"] == 2
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"rank": 0}, "rank"),
+        ({"rank": -2}, "rank"),
+        ({"rank": 1.5}, "rank"),
+        ({"rank": 5}, r"rank=5 for layer 'conv1' exceeds its full rank 4"),
+        ({"rank": {"fc1": 17}}, r"rank=17 for layer 'fc1' exceeds its full rank 16"),
+        ({"rank": 9, "method": "tucker"}, r"rank=9 for layer 'conv1' exceeds its"),
+        ({"rank": {"nope": 2}}, "rank"),
+        ({"rank": {"fc1": 0}}, r"rank\['fc1'\]"),
+        ({"rank": None}, "energy"),
+        ({"energy": 0.0}, "energy"),
+        ({"method": "cp"}, "method"),
+    ],
+)
+def test_bad_params_raise_and_leave_the_net_alone(fitted_net, data, params, match):
+    before = state(fitted_net)
+    compressor = LowRankCompressor(fitted_net, prefit=True, **params)
+    with pytest.raises(ValueError, match=match):
+        compressor.fit(*data)
+    assert not hasattr(compressor, "estimator_")
+    assert not hasattr(compressor, "factorized_layers_")
+    assert_same_state(fitted_net, before)

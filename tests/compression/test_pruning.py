@@ -1,0 +1,206 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+import skcompress
+from skcompress.accounting import count_macs, count_parameters
+from skcompress.compression import Pruner
+from skcompress.compression._constraints import Mask, constraints_of
+from skcompress.compression._pruning import agp_schedule, split_epochs
+from skcompress.datasets import load_digits_images
+from skcompress.models import make_digits_net
+
+TINY = dict(max_epochs=3, module__channels=(4, 8), module__hidden=16)
+PRUNED = ("conv1", "conv2", "fc1")
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = load_digits_images()
+    return X[:240], y[:240]
+
+
+@pytest.fixture(scope="module")
+def fitted_net(data):
+    torch.set_num_threads(1)
+    return make_digits_net(**TINY).fit(*data)
+
+
+def prune_net(fitted_net, data, **params):
+    params = {"prefit": True, "finetune_epochs": 1, "random_state": 0, **params}
+    return Pruner(fitted_net, **params).fit(*data)
+
+
+def layer(pruner, name):
+    return pruner.estimator_.module_.get_submodule(name)
+
+
+def test_agp_schedule_and_epoch_split():
+    schedule = agp_schedule(0.9, 3)
+    assert schedule[0] == 0 and schedule[-1] == pytest.approx(0.9)
+    assert schedule == sorted(schedule)
+    # cubic: most of the pruning happens in the first round
+    assert schedule[1] == pytest.approx(0.9 * (1 - (2 / 3) ** 3))
+    assert split_epochs(5, 3) == [1, 2, 2]
+    assert sum(split_epochs(2, 3)) == 2
+
+
+@pytest.mark.parametrize("granularity", ["weight", "filter"])
+def test_sparsity_zero_reproduces_the_base(fitted_net, data, granularity):
+    pruner = prune_net(fitted_net, data, sparsity=0.0, granularity=granularity,
+                       finetune_epochs=0)
+    np.testing.assert_allclose(
+        pruner.transform(data[0]),
+        fitted_net.forward(data[0]).numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_weight_masks_equal_torch_prune(fitted_net, data, scope):
+    """Reference: torch.nn.utils.prune's L1 masks for the same sparsity."""
+    pruner = prune_net(fitted_net, data, sparsity=0.7, scope=scope, finetune_epochs=0)
+    reference = copy.deepcopy(fitted_net.module_)
+    targets = [(reference.get_submodule(name), "weight") for name in PRUNED]
+    if scope == "global":
+        prune.global_unstructured(targets, prune.L1Unstructured, amount=0.7)
+    else:
+        for module, tensor_name in targets:
+            prune.l1_unstructured(module, tensor_name, amount=0.7)
+    for name in PRUNED:
+        expected = reference.get_submodule(name).weight_mask.bool()
+        (mask,) = constraints_of(layer(pruner, name))
+        assert torch.equal(mask.mask, expected), name
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"scope": "global"},
+        {"scope": "layer"},
+        {"scope": "layer", "n_steps": 3, "finetune_epochs": 3},
+        {"criterion": "random"},
+        {"criterion": "taylor", "n_steps": 2},
+    ],
+)
+def test_exact_sparsity_and_masks_stay_exact(fitted_net, data, params):
+    pruner = prune_net(fitted_net, data, sparsity=0.6, **params)
+    assert pruner.sparsity_ == pytest.approx(0.6, abs=1e-3)
+    total = zeros = expected_layer_zeros = 0
+    for name in PRUNED:
+        module = layer(pruner, name)
+        (mask,) = constraints_of(module)
+        assert isinstance(mask, Mask)
+        # fine-tuning moved the weights, yet the zeros are exactly the mask
+        assert torch.equal(module.weight == 0, ~mask.mask), name
+        latent = module.parametrizations.weight.original
+        assert not torch.equal(latent == 0, ~mask.mask)  # latent is untouched
+        zeros += int((~mask.mask).sum())
+        total += mask.mask.numel()
+        expected_layer_zeros += round(0.6 * mask.mask.numel())
+        if params.get("scope") == "layer":
+            assert (~mask.mask).sum() == round(0.6 * mask.mask.numel()), name
+    if params.get("scope") == "layer":
+        assert zeros == expected_layer_zeros
+    else:
+        assert zeros == round(0.6 * total)
+    assert not constraints_of(layer(pruner, "fc2"))  # output layer left alone
+
+
+def test_chaining_keeps_the_inner_zeros(fitted_net, data):
+    inner = prune_net(fitted_net, data, sparsity=0.5, scope="layer")
+    outer = Pruner(inner, sparsity=0.8, prefit=True, finetune_epochs=1).fit(*data)
+    assert outer.sparsity_ == pytest.approx(0.8, abs=1e-3)
+    for name in PRUNED:
+        inner_zeros = layer(inner, name).weight == 0
+        outer_weight = layer(outer, name).weight
+        assert torch.all(outer_weight[inner_zeros] == 0), name
+        assert len(constraints_of(layer(outer, name))) == 2
+    assert outer.original_size_bytes_ == inner.original_size_bytes_
+    assert outer.size_bytes_ < inner.size_bytes_
+
+
+def test_unstructured_file_shrinks(fitted_net, data):
+    dense = prune_net(fitted_net, data, sparsity=0.0, finetune_epochs=0)
+    sparse = prune_net(fitted_net, data, sparsity=0.9, finetune_epochs=0)
+    assert sparse.size_bytes_ < 0.5 * dense.size_bytes_
+
+
+# ------------------------------------------------------------------ filters
+def plain(module):
+    """No torch-pruning hooks, no parametrizations, only torch classes."""
+    for sub in module.modules():
+        assert not sub._forward_hooks and not sub._forward_pre_hooks
+        assert not sub._backward_hooks
+        assert not constraints_of(sub)
+    return True
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_filter_pruning_gives_a_smaller_module(fitted_net, data, scope, tmp_path):
+    pruner = prune_net(fitted_net, data, sparsity=0.5, granularity="filter",
+                       scope=scope, n_steps=2, finetune_epochs=2)
+    base, small = fitted_net.module_, pruner.estimator_.module_
+    assert plain(small) and type(small.conv1) is nn.Conv2d
+    assert count_parameters(small) < 0.5 * count_parameters(base)
+    assert count_macs(small, (1, 8, 8)) < 0.5 * count_macs(base, (1, 8, 8))
+    assert small.fc2.out_features == 10  # output layer kept
+    assert small.fc2.in_features == small.fc1.out_features
+    assert small.conv2.in_channels == small.conv1.out_channels
+    if scope == "layer":
+        assert pruner.layer_sparsity_ == {"conv1": 0.5, "conv2": 0.5, "fc1": 0.5}
+        assert small.fc1.in_features == small.conv2.out_channels * 16
+    path = tmp_path / "filters.skc"
+    skcompress.save(pruner, path)
+    loaded = skcompress.load(path)
+    assert count_parameters(loaded.module_) == count_parameters(small)
+    np.testing.assert_allclose(
+        loaded.predict_proba(data[0]), pruner.predict_proba(data[0]), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("criterion", ["l2", "random", "taylor", "bn_scale"])
+def test_filter_pruning_with_batchnorm_and_residual(data, criterion, tmp_path):
+    net = make_digits_net(arch="residual", max_epochs=2, module__channels=8).fit(*data)
+    pruner = prune_net(net, data, sparsity=0.5, granularity="filter",
+                       criterion=criterion, scope="layer")
+    small = pruner.estimator_.module_
+    assert plain(small)
+    # the residual sum forces conv1 / conv3 (and their BatchNorms) to agree
+    assert small.conv1.out_channels == small.conv3.out_channels
+    assert small.bn1.num_features == small.conv1.out_channels
+    assert small.bn2.num_features == small.conv2.out_channels
+    assert count_parameters(small) < count_parameters(net.module_)
+    path = tmp_path / "residual.skc"
+    skcompress.save(pruner, path)
+    np.testing.assert_allclose(
+        skcompress.load(path).predict_proba(data[0]),
+        pruner.predict_proba(data[0]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_filter_pruning_of_a_constrained_net_bakes_and_warns(fitted_net, data):
+    inner = prune_net(fitted_net, data, sparsity=0.5)
+    with pytest.warns(UserWarning, match="bakes the constraints"):
+        outer = Pruner(inner, sparsity=0.25, granularity="filter", prefit=True,
+                       finetune_epochs=0).fit(*data)
+    small = outer.estimator_.module_
+    assert plain(small)
+    assert small.conv2.out_channels < inner.estimator_.module_.conv2.out_channels
+    assert constraints_of(inner.estimator_.module_.conv2)  # inner untouched
+
+
+def test_layers_parameter_chooses_what_is_pruned(fitted_net, data):
+    pruner = prune_net(fitted_net, data, sparsity=0.5, layers=["fc1"])
+    assert list(pruner.layer_sparsity_) == ["fc1"]
+    assert not constraints_of(layer(pruner, "conv1"))
+    everything = prune_net(fitted_net, data, sparsity=0.5, layers="all",
+                           scope="layer", finetune_epochs=0)
+    assert everything.layer_sparsity_["fc2"] == 0.5
