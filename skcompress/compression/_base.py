@@ -10,6 +10,11 @@
 4. account: ``size_bytes_`` (file bytes), ``original_size_bytes_``,
    ``compression_ratio_``, ``report_``.
 
+Inside a parallel worker (a joblib worker of ``GridSearchCV(n_jobs=...)``,
+any backend, or a dask worker) the fit limits torch's intra-op threads to the
+worker's share of the machine, so ``n_jobs`` fits do not oversubscribe the
+cores (:func:`_worker_threads`).
+
 Techniques subclass it and implement ``_compress(net, X, y, rng)``; iterative
 ones override ``_compress_and_finetune``. Nothing the user passed in is ever
 touched, and fitted attributes are only set once everything succeeded.
@@ -17,11 +22,15 @@ touched, and fitted attributes are only set once everything succeeded.
 
 import copy
 import numbers
+import os
+import sys
+import threading
 import time
 from contextlib import contextmanager
 
 import numpy as np
 import torch
+from joblib.parallel import get_active_backend
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
@@ -74,6 +83,67 @@ def _seeded(seed):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def _worker_thread_budget():
+    """Torch threads a fit may use in a parallel worker; None outside one.
+
+    joblib's process backends (loky) and dask's nanny set ``OMP_NUM_THREADS``
+    (``cpu_count() // n_jobs``, resp. 1) before the worker imports torch, so
+    torch already respects that budget there. Workers that share a process
+    (joblib's "threading" backend, dask workers started with
+    ``processes=False``) or inherit torch already initialised (the forked
+    "multiprocessing" backend) get no such variable: they use 1 thread.
+    """
+    backend, _ = get_active_backend()
+    in_worker = bool(getattr(backend, "nesting_level", 0))
+    distributed = sys.modules.get("distributed")  # only if the user imported it
+    if not in_worker and distributed is not None:
+        try:
+            distributed.get_worker()
+            in_worker = True
+        except ValueError:
+            pass
+    if not in_worker:
+        return None
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return 1
+
+
+# torch.set_num_threads changes the calling thread's OpenMP pool and the
+# default of threads started later: fits running concurrently in worker
+# threads share one saved value, restored when the last of them ends.
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_before = None
+
+
+@contextmanager
+def _worker_threads():
+    """Limit torch's intra-op threads to the worker's budget during a fit.
+
+    Outside parallel workers, or when torch already uses no more threads than
+    the budget (loky and dask worker processes), nothing is changed.
+    """
+    global _threads_users, _threads_before
+    budget = _worker_thread_budget()
+    if budget is None or torch.get_num_threads() <= budget:
+        yield
+        return
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_before = torch.get_num_threads()
+        _threads_users += 1
+        torch.set_num_threads(budget)
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_before)
 
 
 class ConstraintCallback(Callback):
@@ -174,6 +244,11 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         -------
         self
         """
+        with _worker_threads():
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
+        """The fit flow of the module docstring, on validated parameters."""
         self._check_estimator_type()
         self._check_params(X, y)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)

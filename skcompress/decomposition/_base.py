@@ -8,6 +8,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils.extmath import svd_flip
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._dask import (
+    check_dask_array,
+    dask_row_map,
+    dask_squared_error,
+    is_dask_array,
+    reject_dask,
+)
+
 __all__ = ["ReducerMixin"]
 
 # Rows processed at a time when a metric needs dense reconstructions, so that
@@ -20,6 +28,10 @@ class ReducerMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
 
     Subclasses implement ``fit``, ``_transform(X)`` and ``_inverse_transform(Z)``
     on validated arrays and set ``n_components_`` and ``n_features_in_``.
+    Those that return True from ``_accept_dask`` (their ``_transform`` and
+    ``_inverse_transform`` work row by row) get lazy ``transform`` /
+    ``inverse_transform`` and a one-pass ``reconstruction_error`` on dask
+    arrays; the others raise a TypeError for dask input.
     """
 
     @property
@@ -43,9 +55,13 @@ class ReducerMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
         Returns
         -------
         X_new : ndarray of shape (n_samples, n_components_)
-            Reduced data.
+            Reduced data; a lazy dask array for dask input.
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            X = self._check_dask(X)
+            dtype = self._transform(np.zeros((1, X.shape[1]), X.dtype)).dtype
+            return dask_row_map(self._transform, X, self.n_components_, dtype)
         X = validate_data(
             self,
             X,
@@ -66,9 +82,14 @@ class ReducerMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
         Returns
         -------
         X_original : ndarray of shape (n_samples, n_features_in_)
-            Reconstruction of the data in the input space.
+            Reconstruction of the data in the input space; a lazy dask array
+            for dask input.
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            Z = self._check_dask(X.astype(float), n_features=self.n_components_)
+            dtype = self._inverse_transform(np.zeros((1, Z.shape[1]))).dtype
+            return dask_row_map(self._inverse_transform, Z, self.n_features_in_, dtype)
         Z = np.asarray(X, dtype=float)
         if Z.ndim != 2 or Z.shape[1] != self.n_components_:
             raise ValueError(
@@ -81,11 +102,13 @@ class ReducerMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
         """Relative Frobenius error of the round trip through the components.
 
         ``||X - inverse_transform(transform(X))||_F / ||X||_F``, computed a
-        block of rows at a time (sparse ``X`` is never densified whole).
+        block of rows at a time (sparse ``X`` is never densified whole; a dask
+        array is computed block by block, in one pass).
 
         Parameters
         ----------
-        X : array-like or sparse matrix of shape (n_samples, n_features)
+        X : array-like, sparse matrix or dask array of shape \
+                (n_samples, n_features)
             Data to reconstruct.
 
         Returns
@@ -94,6 +117,12 @@ class ReducerMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
             Relative reconstruction error, 0 for a perfect reconstruction.
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            residual, total = dask_squared_error(
+                lambda block: self._inverse_transform(self._transform(block)),
+                self._check_dask(X),
+            )
+            return _relative_error(residual, total)
         X = validate_data(
             self,
             X,
@@ -108,17 +137,37 @@ class ReducerMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
             block = block.toarray() if sparse.issparse(block) else block
             residual += float(np.sum((block - approx) ** 2))
             total += float(np.sum(block.astype(np.float64) ** 2))
-        if total == 0.0:
-            return 0.0 if residual == 0.0 else float("inf")
-        return float(np.sqrt(residual / total))
+        return _relative_error(residual, total)
 
     def _accept_sparse(self):
         return False
+
+    def _accept_dask(self):
+        return False
+
+    def _check_dask(self, X, *, n_features=None):
+        """Check a dask array passed to a fitted reducer (lazily)."""
+        if not self._accept_dask():
+            reject_dask(X, type(self).__name__)
+        if n_features is None:
+            return check_dask_array(self, X, reset=False, ensure_min_samples=1)
+        if X.ndim != 2 or X.shape[1] != n_features:
+            raise ValueError(
+                f"inverse_transform expects an array with {n_features} "
+                f"columns (n_components_), got shape {X.shape}."
+            )
+        return X
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = bool(self._accept_sparse())
         return tags
+
+
+def _relative_error(residual, total):
+    if total == 0.0:
+        return 0.0 if residual == 0.0 else float("inf")
+    return float(np.sqrt(residual / total))
 
 
 def check_n_components(n_components, n_samples, n_features, *, upper=None):
@@ -141,7 +190,12 @@ def check_n_components(n_components, n_samples, n_features, *, upper=None):
 
 
 def reject_sparse(X, estimator_name):
-    """Raise a TypeError naming the reducer that does accept sparse input."""
+    """Raise a TypeError naming the reducers that do accept sparse (or dask) input.
+
+    Called first by the dense-only reducers' ``fit``; dask arrays are refused
+    here too, before ``validate_data`` would load them whole into memory.
+    """
+    reject_dask(X, estimator_name)
     if sparse.issparse(X):
         raise TypeError(
             f"{estimator_name} does not accept sparse input; densify X with "

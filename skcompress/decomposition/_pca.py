@@ -16,6 +16,13 @@ from ._base import (
     n_components_for_fraction,
     randomized_svd_implicit,
 )
+from ._dask import (
+    check_dask_array,
+    choose_dask_solver,
+    dask_moments,
+    dask_svd,
+    is_dask_array,
+)
 
 __all__ = ["PCA"]
 
@@ -29,6 +36,12 @@ class PCA(ReducerMixin, BaseEstimator):
     randomized range finder that centres implicitly, so it never copies ``X``
     (scikit-learn's randomized solver centres a copy), and stops its power
     iterations once they no longer change the answer (``iterated_power="auto"``).
+
+    A :class:`dask.array.Array` (a table larger than memory, or spread over a
+    cluster) is fitted with dask's exact tall-and-skinny QR
+    (:func:`dask.array.linalg.tsqr`) or its randomized
+    :func:`dask.array.linalg.svd_compressed`, centred lazily; ``transform`` and
+    ``inverse_transform`` then return lazy dask arrays.
 
     Parameters
     ----------
@@ -50,11 +63,16 @@ class PCA(ReducerMixin, BaseEstimator):
         this estimator runs its own (copy-free, adaptive; see ``randomized``);
         ``fit_solver_`` is then "randomized", else "sklearn-randomized". The
         other names mean what they mean in scikit-learn.
+        For a dask array, "full" and "covariance_eigh" run the exact "tsqr",
+        "randomized" runs "svd_compressed", "auto" picks "tsqr" up to 1000
+        features (or when most of the spectrum is kept) and "svd_compressed"
+        beyond; "arpack" is refused.
 
     iterated_power : int or "auto", default="auto"
         Power iterations of the randomized solver. "auto" iterates until one
         more pass raises the captured variance by less than ``tol`` times the
-        variance left out, with at most 7 passes.
+        variance left out, with at most 7 passes (5 passes, each a pass over
+        the data, for a dask array).
 
     n_oversamples : int, default=10
         Extra random directions sampled by the randomized solver.
@@ -86,7 +104,7 @@ class PCA(ReducerMixin, BaseEstimator):
     compression_ratio_ : float
         ``n_features_in_ / n_components_``.
     fit_solver_ : str
-        Solver actually used.
+        Solver actually used ("tsqr" or "svd_compressed" for a dask array).
     n_iter_ : int or None
         Power iterations run by the randomized solver.
     n_features_in_ : int
@@ -157,15 +175,20 @@ class PCA(ReducerMixin, BaseEstimator):
     def _accept_sparse(self):
         return ("csr", "csc")
 
+    def _accept_dask(self):
+        return True
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Fit the principal axes on ``X``.
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask array} of shape \
+                (n_samples, n_features)
             Training data. Sparse input needs ``solver`` "auto", "arpack",
-            "covariance_eigh" or "randomized" (none of which densifies it).
+            "covariance_eigh" or "randomized" (none of which densifies it). A
+            dask array is never loaded whole: see the class description.
         y : None
             Ignored.
 
@@ -174,6 +197,8 @@ class PCA(ReducerMixin, BaseEstimator):
         self : PCA
             Fitted estimator.
         """
+        if is_dask_array(X):
+            return self._fit_dask(X)
         X = validate_data(
             self,
             X,
@@ -213,6 +238,69 @@ class PCA(ReducerMixin, BaseEstimator):
             self._fit_sklearn(X, n_components, solver)
         self.n_components_ = len(self.components_)
         return self
+
+    def _fit_dask(self, X):
+        X = check_dask_array(self, X, reset=True)
+        n_samples, n_features = X.shape
+        upper = min(n_samples, n_features)
+        if self.solver == "arpack":
+            raise ValueError(
+                "solver='arpack' does not accept dask arrays; use solver 'auto', "
+                "'full' (exact, dask's tsqr) or 'randomized' (svd_compressed)."
+            )
+        n_components = (
+            upper
+            if self.n_components is None
+            else check_n_components(
+                self.n_components, n_samples, n_features, upper=upper
+            )
+        )
+        exact = {"auto": None, "randomized": False}.get(self.solver, True)
+        solver = choose_dask_solver(exact, n_features, n_components, upper)
+        mean, squares = dask_moments(X)
+        total_variance = max(squares - n_samples * float(mean @ mean), 0.0) / max(
+            n_samples - 1, 1
+        )
+        fraction = n_components if isinstance(n_components, float) else None
+        if solver == "tsqr":
+            rank = upper if fraction is not None else n_components
+        else:
+            rank = n_components if fraction is None else min(10, upper)
+        while True:
+            s, V, n_iter = dask_svd(
+                X,
+                rank,
+                mean=mean,
+                solver=solver,
+                n_iter=self.iterated_power,
+                n_oversamples=self.n_oversamples,
+                random_state=self.random_state,
+            )
+            variance = s.astype(np.float64) ** 2 / max(n_samples - 1, 1)
+            ratio = variance / total_variance if total_variance > 0 else variance * 0
+            if fraction is None or ratio.sum() >= fraction or rank == upper:
+                break
+            rank = min(2 * rank, upper)
+        k = rank if fraction is None else n_components_for_fraction(ratio, fraction)
+        self._set_spectrum(s, V, ratio, mean, total_variance, k, X.shape, X.dtype)
+        self.fit_solver_ = solver
+        self.n_iter_ = n_iter
+        self.n_components_ = len(self.components_)
+        return self
+
+    def _set_spectrum(self, s, V, ratio, mean, total_variance, k, shape, dtype):
+        """Fitted attributes from the top ``k`` of a truncated spectrum."""
+        n_samples, n_features = shape
+        variance = s.astype(np.float64) ** 2 / max(n_samples - 1, 1)
+        self.components_ = V[:k]
+        self.singular_values_ = s[:k]
+        self.explained_variance_ = variance[:k].astype(dtype)
+        self.explained_variance_ratio_ = ratio[:k].astype(dtype)
+        self.mean_ = mean.astype(dtype)
+        rest = min(n_samples, n_features) - k
+        self.noise_variance_ = (
+            float(total_variance - variance[:k].sum()) / rest if rest > 0 else 0.0
+        )
 
     def _choose_solver(self, X, n_components):
         """scikit-learn's "auto" policy with our randomized solver in its place."""
@@ -257,16 +345,8 @@ class PCA(ReducerMixin, BaseEstimator):
                 break
             rank = min(2 * rank, min(X.shape))
         k = rank if fraction is None else n_components_for_fraction(ratio, fraction)
-        self.components_ = V[:k]
-        self.singular_values_ = s[:k]
-        self.explained_variance_ = variance[:k].astype(X.dtype)
-        self.explained_variance_ratio_ = ratio[:k].astype(X.dtype)
-        self.mean_ = mean.astype(X.dtype)
+        self._set_spectrum(s, V, ratio, mean, total_variance, k, X.shape, X.dtype)
         self.n_iter_ = n_iter
-        rest = min(n_samples, n_features) - k
-        self.noise_variance_ = (
-            float(total_variance - variance[:k].sum()) / rest if rest > 0 else 0.0
-        )
 
     def _fit_sklearn(self, X, n_components, solver):
         fraction = n_components if isinstance(n_components, float) else None

@@ -18,6 +18,13 @@ from ._base import (
     n_components_for_fraction,
     randomized_svd_implicit,
 )
+from ._dask import (
+    check_dask_array,
+    choose_dask_solver,
+    dask_moments,
+    dask_svd,
+    is_dask_array,
+)
 
 __all__ = ["SVD"]
 
@@ -35,6 +42,12 @@ class SVD(ReducerMixin, BaseEstimator):
     storage view of keeping the whole factorised matrix ``U_k, S_k, V_k``:
     ``storage_ratio_ = n*d / (k*(n + d + 1))``.
 
+    A :class:`dask.array.Array` is fitted without loading it: "randomized" runs
+    dask's :func:`dask.array.linalg.svd_compressed` and "arpack" its exact
+    tall-and-skinny QR (:func:`dask.array.linalg.tsqr`), on ``X`` centred
+    lazily when ``center=True``; ``transform`` and ``inverse_transform`` then
+    return lazy dask arrays.
+
     Parameters
     ----------
     n_components : int or float, default=2
@@ -49,12 +62,13 @@ class SVD(ReducerMixin, BaseEstimator):
         Solver, as in :class:`~sklearn.decomposition.TruncatedSVD`. With
         ``center=True``, "randomized" is the adaptive copy-free range finder
         shared with :class:`PCA` and "arpack" runs on the implicitly centred
-        operator.
+        operator. For a dask array, "randomized" is dask's ``svd_compressed``
+        and "arpack" the exact ``tsqr`` (whole spectrum of a tall table).
 
     n_iter : int or "auto", default="auto"
         Power iterations of the randomized solver; "auto" means scikit-learn's
         default (5) when uncentred and the adaptive rule of :class:`PCA` when
-        centred.
+        centred (5 for a dask array).
 
     n_oversamples : int, default=10
         Extra random directions sampled by the randomized solver.
@@ -146,8 +160,10 @@ class SVD(ReducerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Training data; sparse input is never densified.
+        X : {array-like, sparse matrix, dask array} of shape \
+                (n_samples, n_features)
+            Training data; sparse input is never densified, a dask array never
+            loaded whole.
         y : None
             Ignored.
 
@@ -156,13 +172,18 @@ class SVD(ReducerMixin, BaseEstimator):
         self : SVD
             Fitted estimator.
         """
-        X = validate_data(
-            self,
-            X,
-            accept_sparse=("csr", "csc"),
-            dtype=[np.float64, np.float32],
-            ensure_min_samples=2,
-        )
+        moments = None  # one pass for a dask array, shared by every rank tried
+        if is_dask_array(X):
+            X = check_dask_array(self, X, reset=True)
+            moments = dask_moments(X)
+        else:
+            X = validate_data(
+                self,
+                X,
+                accept_sparse=("csr", "csc"),
+                dtype=[np.float64, np.float32],
+                ensure_min_samples=2,
+            )
         n_samples, n_features = X.shape
         upper = min(n_samples, n_features) - (self.algorithm == "arpack")
         if upper < 1:
@@ -175,8 +196,10 @@ class SVD(ReducerMixin, BaseEstimator):
         )
         fraction = n_components if isinstance(n_components, float) else None
         rank = n_components if fraction is None else min(10, upper)
+        if is_dask_array(X) and self.algorithm == "arpack" and fraction is not None:
+            rank = upper  # tsqr yields the whole spectrum in one pass anyway
         while True:
-            self._fit_rank(X, rank)
+            self._fit_rank(X, rank, moments)
             if fraction is None or rank == upper:
                 break
             if self.explained_variance_ratio_.sum() >= fraction:
@@ -198,7 +221,10 @@ class SVD(ReducerMixin, BaseEstimator):
         )
         return self
 
-    def _fit_rank(self, X, rank):
+    def _fit_rank(self, X, rank, moments=None):
+        if is_dask_array(X):
+            self._fit_rank_dask(X, rank, moments)
+            return
         if not self.center:
             n_iter = 5 if self.n_iter == "auto" else self.n_iter
             tsvd = TruncatedSVD(
@@ -236,6 +262,37 @@ class SVD(ReducerMixin, BaseEstimator):
         self.explained_variance_ = variance.astype(X.dtype)
         ratio = variance / total_variance if total_variance > 0 else 0 * variance
         self.explained_variance_ratio_ = ratio.astype(X.dtype)
+
+    def _fit_rank_dask(self, X, rank, moments):
+        n_samples, n_features = X.shape
+        mean, squares = moments
+        exact = self.algorithm == "arpack"
+        s, V, _ = dask_svd(
+            X,
+            rank,
+            mean=mean if self.center else None,
+            solver=choose_dask_solver(exact, n_features, rank, min(X.shape)),
+            n_iter=self.n_iter,
+            n_oversamples=self.n_oversamples,
+            random_state=self.random_state,
+        )
+        s64 = s.astype(np.float64)
+        if self.center:  # variances with ddof=1, as for the numpy input
+            variance = s64**2 / max(n_samples - 1, 1)
+            total = (squares - n_samples * float(mean @ mean)) / max(n_samples - 1, 1)
+        else:  # TruncatedSVD's: variance of X @ V.T and of X, ddof=0
+            variance = s64**2 / n_samples - (V @ mean) ** 2
+            total = squares / n_samples - float(mean @ mean)
+        total = max(total, 0.0)
+        self.mean_ = mean.astype(X.dtype) if self.center else None
+        self.components_ = V
+        self.singular_values_ = s
+        self.explained_variance_ = variance.astype(X.dtype)
+        ratio = variance / total if total > 0 else 0 * variance
+        self.explained_variance_ratio_ = ratio.astype(X.dtype)
+
+    def _accept_dask(self):
+        return True
 
     def _transform(self, X):
         Z = np.asarray(X @ self.components_.T)
