@@ -16,7 +16,7 @@ $(STAMP): requirements.lock pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/skcompress compare
+	$(BIN)/skcompress demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,3 +1,4 @@
+import argparse
 import subprocess
 import sys
 
@@ -114,3 +115,193 @@ def test_console_entry_point_reports_without_traceback(tmp_path):
     assert result.stderr.strip() == (
         "skcompress compare: error: CSV file not found: missing.csv"
     )
+
+
+# ------------------------------------------------------------ demo, compress
+TINY_NET = dict(max_epochs=2, module__channels=(4, 8), module__hidden=16)
+
+
+@pytest.fixture(scope="module")
+def saved_net(tmp_path_factory):
+    """A tiny fitted digits net saved with skcompress.save, and 300 samples."""
+    from skcompress.datasets import load_digits_images
+    from skcompress.io import save
+    from skcompress.models import make_digits_net
+
+    folder = tmp_path_factory.mktemp("compress")
+    X, y = load_digits_images()
+    X, y = X[:300], y[:300]
+    net = make_digits_net(random_state=0, **TINY_NET).fit(X, y)
+    save(net, folder / "net.skc")
+    np.savez(folder / "data.npz", X=X, y=y)
+    return folder
+
+
+def test_help_documents_every_subcommand(capsys):
+    from skcompress.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    subparsers = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    assert set(subparsers.choices) == {"demo", "compress", "compare"}
+    helps = {c.dest: c.help for c in subparsers._choices_actions}
+    for name, sub in subparsers.choices.items():
+        assert helps[name] and helps[name] in " ".join(text.split())
+        assert len(sub.description) > 100
+
+
+def test_compress_round_trip(saved_net, tmp_path, capsys):
+    from sklearn.model_selection import train_test_split
+
+    from skcompress.compression import Pruner
+    from skcompress.io import load
+
+    model, data = saved_net / "net.skc", saved_net / "data.npz"
+    before = model.read_bytes()
+    out = tmp_path / "pruned.skc"
+    status = main(
+        ["compress", "--model", str(model), "--technique", "pruner", "--set",
+         "sparsity=0.8", "--set", "finetune_epochs=1", "--set", "finetune_lr=1e-3",
+         "--npz", str(data), "--output", str(out)]
+    )
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert model.read_bytes() == before  # the user's file is untouched
+    size = out.stat().st_size
+    assert f"file size : {len(before)} -> {size} bytes" in printed
+    assert f"({len(before) / size:.2f}x smaller" in printed
+
+    # The same compressor built by hand on the same split gives the same net.
+    with np.load(data) as arrays:
+        X, y = arrays["X"], arrays["y"]
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, stratify=y,
+                                          random_state=0)
+    reference = Pruner(load(model), sparsity=0.8, finetune_epochs=1,
+                       finetune_lr=1e-3, prefit=True, random_state=0).fit(Xtr, ytr)
+    assert reference.size_bytes_ == size
+    compressed = load(out)
+    np.testing.assert_array_equal(compressed.predict(Xte), reference.predict(Xte))
+    assert f"-> {compressed.score(Xte, yte):.4f} on {len(Xte)} held-out" in printed
+    weights = [compressed.module_.conv1.weight, compressed.module_.conv2.weight,
+               compressed.module_.fc1.weight]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert zeros / sum(w.numel() for w in weights) == pytest.approx(0.8, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (["--set", "sparsity=2"], "'sparsity' parameter of Pruner"),
+        (["--set", "nonsense=1"], "unknown setting(s) nonsense for Pruner"),
+        (["--set", "sparsity"], "expected key=value"),
+        (["--technique", "pruning"], "invalid choice: 'pruning'"),
+    ],
+)
+def test_compress_bad_settings_exit_2(settings, message, saved_net, tmp_path, capsys):
+    argv = ["compress", "--model", str(saved_net / "net.skc"), "--output",
+            str(tmp_path / "o.skc")]
+    if "--technique" not in settings:
+        argv += ["--technique", "pruner"]
+    with pytest.raises(SystemExit) as exc:
+        main(argv + settings)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: skcompress compress" in err and message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o.skc").exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "model file not found"),
+        (b"not a model at all", "not a skcompress file (bad magic number)"),
+        (b"", "too short to be a skcompress file"),
+    ],
+)
+def test_compress_unreadable_model_exits_1(content, message, tmp_path, capsys):
+    model = tmp_path / "model.skc"
+    if content is not None:
+        model.write_bytes(content)
+    status = main(["compress", "--model", str(model), "--technique", "quantizer",
+                   "--output", str(tmp_path / "o.skc")])
+    assert status == 1
+    assert message in _error_line(capsys)
+
+
+def test_compress_unwritable_output_exits_1(saved_net, tmp_path, capsys):
+    status = main(["compress", "--model", str(saved_net / "net.skc"),
+                   "--technique", "quantizer", "--output",
+                   str(tmp_path / "missing" / "o.skc")])
+    assert status == 1
+    assert "--output folder" in _error_line(capsys)
+
+
+def test_compress_npz_without_y_exits_1(saved_net, tmp_path, capsys):
+    path = tmp_path / "bad.npz"
+    np.savez(path, X=np.zeros((10, 1, 8, 8), np.float32))
+    status = main(["compress", "--model", str(saved_net / "net.skc"),
+                   "--technique", "quantizer", "--npz", str(path), "--output",
+                   str(tmp_path / "o.skc")])
+    assert status == 1
+    assert "bad.npz has no array(s) y" in _error_line(capsys)
+
+
+@pytest.fixture
+def fake_run_demo(monkeypatch):
+    """Record run_demo's arguments instead of training (the real run is
+    tested in tests/test_demo.py)."""
+    calls = []
+    monkeypatch.setattr("skcompress.demo.run_demo",
+                        lambda out, **kwargs: calls.append((out, kwargs)))
+    return calls
+
+
+def test_demo_passes_its_options(fake_run_demo, tmp_path, capsys):
+    status = main(["demo", "--quick", "--techniques", "prune-weight,quantize",
+                   "--tolerance", "1", "--no-progress", "--out", str(tmp_path / "r")])
+    assert status == 0
+    [(out, kwargs)] = fake_run_demo
+    assert out == tmp_path / "r" and out.is_dir()
+    assert kwargs["quick"] and not kwargs["progress"]
+    assert kwargs["techniques"] == ["prune weight", "quantize"]
+    assert kwargs["tolerance"] == pytest.approx(0.01)
+    assert kwargs["n_threads"] == 1
+
+
+def test_demo_unwritable_out_fails_before_training(fake_run_demo, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    status = main(["demo", "--out", str(blocker / "report")])
+    assert status == 1
+    assert "cannot write the report into" in _error_line(capsys)
+    assert fake_run_demo == []
+
+
+@pytest.mark.parametrize(
+    "argv", [["demo", "--techniques", "pruning"], ["demo", "--tolerance", "-1"]]
+)
+def test_demo_usage_errors_exit_2(argv, fake_run_demo, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: skcompress demo" in err and "Traceback" not in err
+    assert fake_run_demo == []
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("sparsity=0.9", 0.9), ("bits=4", 4), ("scale=False", False),
+     ("rank=none", None), ("method=tucker", "tucker"), ("finetune_lr=1e-3", 1e-3)],
+)
+def test_set_values_are_typed(text, value):
+    from skcompress.cli import _setting
+
+    key, parsed = _setting(text)
+    assert key == text.partition("=")[0]
+    assert parsed == value and type(parsed) is type(value)

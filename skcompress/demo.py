@@ -1,0 +1,496 @@
+"""The main job: compress the digits CNN every way and keep the best trade-off.
+
+``skcompress demo`` (what ``make demo`` runs) trains the default CNN once,
+fits every technique over a small grid of settings on top of that base
+(``prefit=True``: it is trained once, never refitted), measures each candidate
+on the held-out split (DESIGN.md benchmark protocol, via
+:func:`skcompress.search.compare_to_base`), marks the Pareto front of accuracy
+vs file-size ratio, and saves the most compressed model whose accuracy is
+within half a point of the best.
+
+The settings are the ones tuned in ``benchmarks/bench_compress.py`` and
+``benchmarks/bench_quantize.py``. The prune -> quantize chain reuses the
+fitted weight-pruning stage of the same sparsity (each stage is fitted once
+and cached for the run), so it costs one quantization per setting.
+"""
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Candidate", "candidates", "check_writable", "format_table", "run_demo"]
+
+MODEL_FILE = "model.skc"
+OUTPUT_FILES = ("results.csv", "tradeoff.png", MODEL_FILE, "report.md")
+
+# Tuned settings (benchmarks/bench_compress.py, benchmarks/bench_quantize.py).
+WEIGHT_PRUNING = dict(granularity="weight", n_steps=3, finetune_epochs=3,
+                      finetune_lr=5e-4)
+FILTER_PRUNING = dict(granularity="filter", scope="layer", criterion="l2", n_steps=2,
+                      finetune_epochs=4, finetune_lr=1e-3)
+LOW_RANK = dict(method="tucker", finetune_epochs=4, finetune_lr=1e-3)
+QUANTIZE = dict(finetune_epochs=1, finetune_lr=5e-4)
+CHAIN_QUANTIZE = dict(finetune_epochs=2, finetune_lr=5e-4)
+BINARIZE = dict(finetune_epochs=3, finetune_lr=1e-3)
+DISTILL = dict(temperature=4.0, alpha=0.9)
+STUDENT_EPOCHS = 30
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One technique at one setting.
+
+    Parameters
+    ----------
+    technique : str
+        Name shown in the table (``"prune weight"``, ``"quantize"``...).
+    setting : str
+        The setting, as shown in the table.
+    compressor : str
+        Class name in :mod:`skcompress.compression`.
+    params : dict
+        Keyword arguments of the compressor (``prefit`` and ``random_state``
+        are added by the demo).
+    inner : Candidate, optional
+        A stage to chain after: it is fitted once per run (also when it is
+        not a row of the table) and this compressor is fitted on top of it.
+    """
+
+    technique: str
+    setting: str
+    compressor: str
+    params: dict = field(default_factory=dict)
+    inner: "Candidate | None" = None
+
+    @property
+    def key(self):
+        return (self.technique, self.setting)
+
+
+def _lowrank(rank):
+    return Candidate("low-rank", f"tucker rank={rank}", "LowRankCompressor",
+                     dict(rank=rank, **LOW_RANK))
+
+
+def _weight(sparsity):
+    return Candidate("prune weight", f"sparsity={sparsity}", "Pruner",
+                     dict(sparsity=sparsity, **WEIGHT_PRUNING))
+
+
+def _filter(sparsity):
+    return Candidate("prune filter", f"sparsity={sparsity}", "Pruner",
+                     dict(sparsity=sparsity, **FILTER_PRUNING))
+
+
+def _quantize(bits, method="kmeans"):
+    return Candidate("quantize", f"{method} bits={bits}", "Quantizer",
+                     dict(bits=bits, method=method, **QUANTIZE))
+
+
+def _chain(sparsity, bits):
+    return Candidate("prune+quantize", f"sparsity={sparsity} bits={bits}",
+                     "Quantizer", dict(bits=bits, **CHAIN_QUANTIZE),
+                     inner=_weight(sparsity))
+
+
+def _distill(arch, epochs):
+    return Candidate("distill", f"student={arch}", "Distiller",
+                     dict(arch=arch, epochs=epochs, **DISTILL))
+
+
+def candidates(quick=False):
+    """The demo's grid, one :class:`Candidate` per (technique, setting).
+
+    Parameters
+    ----------
+    quick : bool, default=False
+        One or two settings per technique and a shorter student training.
+
+    Returns
+    -------
+    list of Candidate
+
+    Examples
+    --------
+    >>> from skcompress.demo import candidates
+    >>> len(candidates(quick=True)), len(candidates())
+    (7, 21)
+    >>> candidates(quick=True)[0].setting
+    'tucker rank=0.25'
+    """
+    if quick:
+        return [
+            _lowrank(0.25),
+            _weight(0.9),
+            _filter(0.5),
+            _quantize(4),
+            Candidate("binarize", "scale", "Binarizer", dict(BINARIZE)),
+            _chain(0.9, 4),
+            _distill("squeeze", 8),
+        ]
+    return [
+        *(_lowrank(r) for r in (0.1, 0.25, 0.5)),
+        *(_weight(s) for s in (0.8, 0.9, 0.95)),
+        *(_filter(s) for s in (0.3, 0.5, 0.7)),
+        *(_quantize(b) for b in (2, 4, 8)),
+        *(_quantize(b, "uniform") for b in (4, 8)),
+        Candidate("binarize", "scale", "Binarizer", dict(BINARIZE)),
+        *(_chain(s, b) for s in (0.9, 0.95) for b in (3, 4)),
+        _distill("squeeze", STUDENT_EPOCHS),
+        _distill("mobile", STUDENT_EPOCHS),
+    ]
+
+
+def check_writable(out):
+    """Create ``out`` if needed and check a file can be written there.
+
+    Raises
+    ------
+    OSError
+        With a message naming the folder, before any work starts.
+    """
+    out = os.fspath(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".skcompress-write-test-{os.getpid()}")
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise OSError(
+            f"cannot write the report into {out!r}: {exc.strerror or exc}"
+        ) from None
+
+
+def _fit_candidate(candidate, base, X, y, random_state, fitted_stages):
+    """Fit one candidate on the base net; chained stages come from the cache."""
+    from . import compression
+    from .models import make_digits_net
+
+    params = dict(candidate.params)
+    if candidate.compressor == "Distiller":
+        arch, epochs = params.pop("arch"), params.pop("epochs")
+        student = make_digits_net(random_state=random_state, arch=arch,
+                                  max_epochs=epochs)
+        return compression.Distiller(student, teacher=base, random_state=random_state,
+                                     **params).fit(X, y)
+    estimator = base
+    if candidate.inner is not None:
+        key = candidate.inner.key
+        if key not in fitted_stages:
+            fitted_stages[key] = _fit_candidate(candidate.inner, base, X, y,
+                                                random_state, fitted_stages)
+        estimator = fitted_stages[key]
+    cls = getattr(compression, candidate.compressor)
+    fitted = cls(estimator, prefit=True, random_state=random_state, **params)
+    fitted.fit(X, y)
+    fitted_stages[candidate.key] = fitted
+    return fitted
+
+
+def _base_row(base, X, y):
+    """The uncompressed net as a reference row, saved in the same format."""
+    from .accounting import count_macs, count_parameters, dense_size_bytes
+    from .io import dumps
+
+    shape = tuple(X.shape[1:])
+    size = len(dumps(base))
+    return {
+        "technique": "base",
+        "setting": "uncompressed",
+        "accuracy": float(base.score(X, y)),
+        "drop_points": 0.0,
+        "size_bytes": size,
+        "size_ratio": dense_size_bytes(base) / size,
+        "params": int(count_parameters(base.module_)),
+        "params_ratio": 1.0,
+        "macs": int(count_macs(base.module_, shape)),
+        "macs_ratio": 1.0,
+        "latency_ratio": 1.0,
+        "fit_s": 0.0,
+    }
+
+
+class _Progress:
+    """A tqdm bar on stderr, or nothing."""
+
+    def __init__(self, total, enabled):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="compressing", unit="candidate",
+                            file=sys.stderr, dynamic_ncols=True)
+
+    def start(self, candidate):
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{candidate.technique} {candidate.setting}")
+
+    def done(self):
+        if self.bar is not None:
+            self.bar.update()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_demo(
+    out="skcompress-report",
+    *,
+    quick=False,
+    techniques=None,
+    tolerance=0.005,
+    random_state=0,
+    base_params=None,
+    n_threads=1,
+    progress=True,
+    log=print,
+):
+    """Run the demo and write its report into ``out``.
+
+    Parameters
+    ----------
+    out : str or path, default="skcompress-report"
+        Folder for ``results.csv``, ``tradeoff.png``, ``model.skc`` (the
+        chosen model in the compact format) and ``report.md``; created if
+        needed and checked to be writable before anything is trained.
+    quick : bool, default=False
+        A one-minute version: fewer settings, a base net trained for 15
+        epochs instead of 30, shorter student training.
+    techniques : list of str, optional
+        Restrict to these techniques (names as in the table: ``"low-rank"``,
+        ``"prune weight"``, ``"prune filter"``, ``"quantize"``,
+        ``"binarize"``, ``"prune+quantize"``, ``"distill"``).
+    tolerance : float, default=0.005
+        Accuracy the chosen model may give up vs the best row, the
+        uncompressed base included (0.005 = half a point).
+    random_state : int, default=0
+        Seed of the base net and of every compressor.
+    base_params : dict, optional
+        Overrides for :func:`skcompress.models.make_digits_net` (e.g. a
+        smaller net for tests).
+    n_threads : int, default=1
+        torch threads while training and fine-tuning (restored afterwards).
+        These nets are small: on a busy 2-core machine one thread trained
+        the base CNN 4-10x faster than two (thread contention).
+    progress : bool, default=True
+        Show a progress bar on stderr.
+    log : callable, default=print
+        Where the table and messages go.
+
+    Returns
+    -------
+    results : pandas.DataFrame
+        One row for the base net, then one per candidate; columns
+        ``technique, setting, accuracy, drop_points, size_bytes, size_ratio,
+        params, params_ratio, macs, macs_ratio, latency_ratio, fit_s, pareto,
+        chosen``.
+
+    Raises
+    ------
+    ValueError
+        Unknown name in ``techniques``.
+    OSError
+        ``out`` cannot be written (raised before training starts).
+    """
+    import torch
+
+    grid = candidates(quick)
+    if techniques is not None:
+        known = sorted({c.technique for c in grid})
+        unknown = [t for t in techniques if t not in known]
+        if unknown or not techniques:
+            raise ValueError(
+                f"Unknown technique(s) {unknown}; choose from {known}."
+                if unknown else f"techniques is empty; choose from {known}."
+            )
+        grid = [c for c in grid if c.technique in techniques]
+    check_writable(out)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        return _run(os.fspath(out), grid, quick, tolerance, random_state,
+                    base_params, progress, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(out, grid, quick, tolerance, random_state, base_params, progress, log):
+    import torch
+    from sklearn.model_selection import train_test_split
+
+    from .datasets import load_digits_images
+    from .io import load, save
+    from .models import make_digits_net
+    from .search import compare_to_base, pareto_front, plot_tradeoff, smallest_within
+
+    X, y = load_digits_images()
+    Xtr, Xte, ytr, yte = train_test_split(
+        X, y, test_size=0.25, stratify=y, random_state=0
+    )
+    threads = torch.get_num_threads()
+    overrides = {"max_epochs": 15} if quick else {}
+    overrides.update(base_params or {})
+    base = make_digits_net(random_state=random_state, **overrides)
+    log(f"training the base CNN on {len(Xtr)} digits images "
+        f"({base.max_epochs} epochs, {threads} torch threads)...")
+    start = time.perf_counter()
+    base.fit(Xtr, ytr)
+    base_time = time.perf_counter() - start
+    base_row = _base_row(base, Xte, yte)
+    log(f"base CNN: test accuracy {base_row['accuracy']:.4f}, "
+        f"trained in {base_time:.1f} s; {len(grid)} candidates to fit")
+
+    rows, fitted = [base_row], [base]
+    stages = {}
+    bar = _Progress(len(grid), progress)
+    started = time.perf_counter()
+    try:
+        for candidate in grid:
+            bar.start(candidate)
+            start = time.perf_counter()
+            compressor = _fit_candidate(candidate, base, Xtr, ytr, random_state,
+                                        stages)
+            elapsed = time.perf_counter() - start
+            torch.set_num_threads(threads)
+            row = {"technique": candidate.technique, "setting": candidate.setting}
+            row.update(compare_to_base(compressor, base, Xte, yte))
+            row["accuracy"] = row.pop("score")
+            row["fit_s"] = elapsed
+            rows.append(row)
+            fitted.append(compressor)
+            bar.done()
+    finally:
+        bar.close()
+    search_time = time.perf_counter() - started
+
+    results = pd.DataFrame(rows)
+    results = results[[*_COLUMNS]]
+    front = pareto_front(results, x="size_ratio", y="accuracy")
+    results["pareto"] = False
+    results.loc[front["candidate"], "pareto"] = True
+    chosen = smallest_within(tolerance, metric="accuracy", size="size_ratio")(results)
+    results["chosen"] = np.arange(len(results)) == chosen
+    results.to_csv(os.path.join(out, "results.csv"), index=False)
+
+    model_path = os.path.join(out, MODEL_FILE)
+    n_bytes = save(fitted[chosen], model_path)
+    check = _check_saved(load(model_path), fitted[chosen], Xte, n_bytes,
+                         results.loc[chosen, "size_bytes"])
+
+    labelled = results.assign(label=results["technique"] + " " + results["setting"])
+    fig = plot_tradeoff(labelled, x="size_ratio", y="accuracy", label="label")
+    ax = fig.axes[0]
+    ax.scatter(results.loc[chosen, "size_ratio"], results.loc[chosen, "accuracy"],
+               s=220, facecolors="none", edgecolors="k", label="saved model")
+    ax.legend(loc="lower left")
+    ax.set_xlabel("file-size ratio (fp32 dense bytes / file bytes)")
+    ax.set_ylabel("held-out accuracy")
+    fig.savefig(os.path.join(out, "tradeoff.png"), dpi=120, bbox_inches="tight")
+
+    table = format_table(results)
+    log(table)
+    best = results.iloc[chosen]
+    summary = (
+        f"chosen (most compressed within {100 * tolerance:.1f} point of the best "
+        f"accuracy): {best['technique']} {best['setting']}, accuracy "
+        f"{best['accuracy']:.4f}, {best['size_ratio']:.1f}x smaller file "
+        f"({int(best['size_bytes'])} bytes) -> {model_path}"
+    )
+    log(summary)
+    log(check)
+    _write_report(out, results, table, summary, check, base_row["accuracy"],
+                  base_time, search_time, threads)
+    log(f"wrote {', '.join(os.path.join(out, f) for f in OUTPUT_FILES)}")
+    return results
+
+
+_COLUMNS = (
+    "technique", "setting", "accuracy", "drop_points", "size_bytes", "size_ratio",
+    "params", "params_ratio", "macs", "macs_ratio", "latency_ratio", "fit_s",
+)
+
+
+def _check_saved(loaded, model, X, n_bytes, size_bytes):
+    """The saved file must be the measured size and predict the same labels."""
+    if n_bytes != size_bytes:
+        raise RuntimeError(
+            f"the saved file has {n_bytes} bytes but {size_bytes} were measured"
+        )
+    same = loaded.predict(X) == model.predict(X)
+    if not same.all():
+        raise RuntimeError(
+            f"the saved model predicts differently on {int((~same).sum())} of "
+            f"{len(same)} held-out images"
+        )
+    return (f"check: {MODEL_FILE} ({n_bytes} bytes) loads with skcompress.load and "
+            f"predicts the same labels on all {len(same)} held-out images")
+
+
+def format_table(results):
+    """The demo table as text; ``*`` marks the Pareto front, ``>`` the choice.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        As returned by :func:`run_demo`.
+
+    Returns
+    -------
+    str
+    """
+    marks = (np.where(results["chosen"], ">", " ")
+             + np.where(results["pareto"], "*", " "))
+    shown = pd.DataFrame(
+        {
+            "": marks,
+            "technique": results["technique"],
+            "setting": results["setting"],
+            "accuracy": results["accuracy"].map("{:.4f}".format),
+            "drop": results["drop_points"].map("{:+.2f}".format),
+            "file ratio": results["size_ratio"].map("{:.1f}x".format),
+            "params": results["params"],
+            "MACs": results["macs"],
+            "latency ratio": results["latency_ratio"].map("{:.2f}x".format),
+        }
+    )
+    return shown.to_string(index=False)
+
+
+def _write_report(out, results, table, summary, check, base_acc, base_time,
+                  search_time, threads):
+    n_front = int(results["pareto"].sum())
+    lines = [
+        "# skcompress demo report",
+        "",
+        f"Base CNN (digits, 8x8 images): held-out accuracy {base_acc:.4f}, trained "
+        f"in {base_time:.1f} s; {len(results) - 1} candidates fitted on it in "
+        f"{search_time:.1f} s ({threads} torch threads).",
+        "",
+        "Accuracy is measured on the held-out quarter of the data; `drop` is in "
+        "points vs the base; `file ratio` = fp32 dense bytes / bytes of the file "
+        "`skcompress.save` writes; `latency ratio` = base / compressed forward "
+        "time (batch 256, 1 thread), above 1 is faster.",
+        "",
+        f"`*` = on the Pareto front of accuracy vs file ratio ({n_front} rows); "
+        "`>` = the saved model.",
+        "",
+        "```",
+        table,
+        "```",
+        "",
+        summary.replace(os.path.join(out, ""), ""),
+        "",
+        check,
+        "",
+        "Files: `results.csv` (every number above, unrounded), `tradeoff.png` "
+        f"(the trade-off plot), `{MODEL_FILE}` (load with `skcompress.load`).",
+        "",
+    ]
+    with open(os.path.join(out, "report.md"), "w") as fh:
+        fh.write("\n".join(lines))
