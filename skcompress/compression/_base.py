@@ -397,6 +397,26 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         check_is_fitted(self, "estimator_")
         return self.estimator_.classes_
 
+    def _prefit_params(self):
+        """Parameters holding fitted estimators that ``clone`` must keep.
+
+        A prefit estimator only makes sense fitted, so cloning deep-copies it
+        (fitted, and independent of the user's object, which
+        ``set_params(estimator__...)`` on the clone must not reach) instead of
+        returning an unfitted copy. This is what lets
+        ``GridSearchCV(Pruner(fitted_net, prefit=True), ...)`` and
+        ``Quantizer(Pruner(fitted_net, prefit=True))`` work.
+        """
+        return ("estimator",) if self.prefit else ()
+
+    def __sklearn_clone__(self):
+        keep = set(self._prefit_params())
+        params = {
+            name: copy.deepcopy(value) if name in keep else clone(value, safe=False)
+            for name, value in self.get_params(deep=False).items()
+        }
+        return type(self)(**params)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         try:

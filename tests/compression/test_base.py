@@ -197,6 +197,25 @@ def _double(X):
     return X * 2.0
 
 
+def test_clone_keeps_a_prefit_estimator_fitted(data, fitted_net):
+    before = state(fitted_net)
+    pruner = Pruner(fitted_net, prefit=True, finetune_epochs=1)
+    cloned = clone(pruner).estimator
+    assert cloned is not fitted_net and cloned.initialized_
+    for a, b in zip(cloned.module_.parameters(), fitted_net.module_.parameters()):
+        assert torch.equal(a, b)
+    assert not clone(Pruner(fitted_net)).estimator.initialized_
+    # GridSearchCV clones the compressor per candidate: prefit must survive.
+    search = GridSearchCV(pruner, {"sparsity": [0.3, 0.6]}, cv=2).fit(*data)
+    assert search.best_estimator_.sparsity in (0.3, 0.6)
+    # Chaining clones the inner compressor: its prefit net must survive too.
+    from skcompress.compression import Quantizer
+
+    chain = Quantizer(pruner, bits=4, finetune_epochs=1, random_state=0).fit(*data)
+    assert chain.base_estimator_.estimator is not fitted_net
+    assert_same_state(fitted_net, before)
+
+
 def test_pipeline_ending_in_a_compressor(data):
     pipe = Pipeline(
         [
