@@ -45,7 +45,10 @@ CHAIN_SPARSITY = (0.5, 0.8, 0.9, 0.95)
 CHAIN_BITS = (2, 3, 4, 5)
 QUANTIZE = dict(finetune_epochs=1, finetune_lr=5e-4)
 BINARIZE = dict(finetune_epochs=3, finetune_lr=1e-3)
-PRUNE = dict(finetune_epochs=4, finetune_lr=1e-3)
+# The chain: bench_compress's tuned weight pruning (three AGP rounds of one
+# epoch at a gentle rate), then two epochs of codebook fine-tuning.
+PRUNE = dict(finetune_epochs=3, finetune_lr=5e-4, n_steps=3)
+CHAIN_QUANTIZE = dict(finetune_epochs=2, finetune_lr=5e-4)
 
 
 def _row(technique, setting, fitted, base, data, *, latency=False):
@@ -145,7 +148,8 @@ def run_chain(seed, base, data):
         rows.append(_row("Pruner", f"s={sparsity}", pruner, base, data))
         for bits in CHAIN_BITS:
             fitted = _fit(
-                Quantizer(pruner, bits=bits, prefit=True, **QUANTIZE), seed, data
+                Quantizer(pruner, bits=bits, prefit=True, **CHAIN_QUANTIZE), seed,
+                data,
             )
             setting = f"s={sparsity} bits={bits}"
             rows.append(_row("Quantizer(Pruner)", setting, fitted, base, data))

@@ -10,6 +10,8 @@ On-disk layout (all integers little-endian)::
     b"SKCZ" | version u8 | header codec u8 | header stored length u32
            | header raw length u32 | header crc32 u32
     header : JSON (sorted keys, compact), compressed by the header codec
+             (none, zlib, LZMA, or from version 2 deflate primed with a fixed
+             dictionary of the header's vocabulary)
     blob   : the arrays of every tensor's encoding, floats first then
              index/position streams, cut into chunks; each chunk is stored
              raw, as raw deflate (zlib) or as raw LZMA2, as the header says
@@ -25,11 +27,16 @@ Per-tensor encodings, the smallest exact one is chosen:
     float32 values. ``fp16`` when every value is exactly a float16.
 ``codebook``
     sorted distinct values (float32) + one index per weight, bit-packed at
-    ``ceil(log2(n_values))`` bits or one byte each.
+    ``ceil(log2(n_values))`` bits, one byte each, or adaptively range coded
+    (order-0, reaches the indices' entropy).
 ``sparse``
-    nonzero positions (a bitmask, or relative gaps at a fixed width with
-    escape symbols, bit-packed or one byte each) + nonzero values (dense or
-    codebook).
+    nonzero positions + nonzero values (dense or codebook). Positions are a
+    bitmask (packed, or range coded for small tensors), relative gaps at a
+    fixed width with escape symbols, or "lines": the tensor as a 2-D matrix
+    (or its transpose), columns without nonzeros dropped by a bitmap, each
+    row stored as its nonzero count plus the rank of its nonzero set
+    (enumerative coding, ``log2 C(l, k)`` bits per row), so rows and columns
+    of different densities (dead units, dead inputs) cost their own entropy.
 ``binary``
     ``np.packbits`` of the signs + one float32 scale per output channel.
 ``uniform``
@@ -37,6 +44,9 @@ Per-tensor encodings, the smallest exact one is chosen:
     tensor, only from an ``encoding_hint``.
 ``raw``
     any other dtype (``num_batches_tracked`` is int64), stored as is.
+
+Version 2 added the header dictionary, "lines" and range-coded positions
+and range-coded symbols; version 1 files still load.
 
 Decoded tensors are compared to the originals with ``==`` and bit patterns:
 an encoding is kept only if every value is reproduced exactly (the sign of an
@@ -73,10 +83,51 @@ __all__ = [
     "tensor_storage_report",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# version 1 files (no "lines" positions, no header dictionary) still load
+_READABLE_VERSIONS = (1, 2)
 _MAGIC = b"SKCZ"
 _PREFIX = struct.Struct("<4sBBIII")
 _CODECS = ("none", "zlib", "lzma")
+# Header codecs: the blob codecs, plus deflate primed with _HEADER_DICT
+_HEADER_CODECS = _CODECS + ("zlib-dict",)
+# A fixed preset dictionary of the header's vocabulary (keys, encodings, the
+# usual class paths): a header of a few hundred bytes compresses far better
+# when deflate can refer to it from the first byte. Part of format version 2:
+# never change it without bumping FORMAT_VERSION.
+_HEADER_DICT = (
+    b'"dtype":"int64","persistent":false,"frozen":true,"same":"'
+    b'"encoding":"raw","meta":{"dtype":"int64"},"name":"num_batches_tracked",'
+    b'"running_mean","running_var","encoding":"fp16","encoding":"binary",'
+    b'"meta":{},"arrays":{"scale":,"signs":"encoding":"uniform","meta":{"axis":0,'
+    b'"index":{"bits":8,"format":"bytes"},"q_min":-"q":,"zero_point":'
+    b'"attrs":{"children":[["drop":["none":["class":"torch.nn.modules.conv:Conv2d",'
+    b'"kwargs":{"bias":true,"dilation":[1,1],"groups":1,"in_channels":'
+    b'"kernel_size":[3,3],"out_channels":,"padding":[1,1],"padding_mode":"zeros",'
+    b'"stride":[1,1]}"class":"torch.nn.modules.linear:Linear","kwargs":{"bias":true,'
+    b'"in_features":,"out_features":"torch.nn.modules.batchnorm:BatchNorm2d",'
+    b'"class":"skorch.regressor:NeuralNetRegressor","torch.nn.modules.loss:MSELoss"'
+    b'"module":{"class":"skcompress.models:DigitsCNN","kwargs":{"channels":['
+    b'"hidden":"net":{"class":"skorch.classifier:NeuralNetClassifier","criterion":'
+    b'{"class":"torch.nn.modules.loss:CrossEntropyLoss","kwargs":{}},"params":'
+    b'{"batch_size":64,"classes":[0,1,2,3,4,5,6,7,8,9],"lr":0.001,"max_epochs":'
+    b',"predict_nonlinearity":"auto","threshold":0.5,"verbose":0}},"tensors":['
+    b'{"arrays":{"values":0},"encoding":"dense","kind":"p","meta":{"values":"dense"}'
+    b',"name":"conv1.bias","shape":[},{"arrays":{"centroids":1,"indices":'
+    b'"encoding":"codebook","kind":"p","meta":{"index":{"bits":4,"format":"packed"}}'
+    b',"name":"conv1.weight","shape":[},{"arrays":{"centroids":3,"columns":'
+    b',"indices":,"line_counts":,"positions":},"encoding":"sparse","kind":"p",'
+    b'"meta":{"index":{"bits":4,"format":"packed"},"lines":{"transpose":false},'
+    b'"n_nonzero":,"positions":"lines","values":"codebook"},"name":"conv2.weight",'
+    b'"shape":[},"gap":{"bits":4,"count":,"format":"bytes"},'
+    b'"positions":"gaps","positions":"bitmask","values":"fp16"},"name":"fc1.weight",'
+    b'"shape":[},{"arrays":{"values":2},"encoding":"dense","kind":"p",'
+    b'"meta":{"values":"dense"},"name":"fc1.bias","shape":[},'
+    b'"encoding":"sparse","kind":"p","meta":{"index":{"bits":4,"format":"packed"},'
+    b'"lines":{"transpose":true},"n_nonzero":'
+    b'{"arrays":[["float32",["uint8",["int16",["float16",["int64",'
+    b'"blob":{"crc32":,"size":},"chunks":[["none",],["lzma",],["zlib",],"format":2,'
+)
 _LZMA_FILTERS = [
     {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 0, "lp": 0,
      "dict_size": 1 << 20,
@@ -117,6 +168,96 @@ def _unpack_bits(packed, width, count):
     return (bits * weights).sum(axis=1, dtype=np.uint16).astype(np.uint8)
 
 
+# Adaptive range coding of small symbols (the LZMA range coder's carry
+# handling, with a counting model): each node of a bit tree over the symbol's
+# bits predicts its next bit from the bits it has seen so far (the
+# Krichevsky-Trofimov estimate, counts start at 1/2). This reaches the order-0
+# entropy of codebook indices within a few bytes, where zlib and LZMA on
+# packed indices leave 2-4 %. Pure Python, so offered only while a tensor needs
+# at most _RANGE_MAX_DECISIONS binary decisions.
+_RANGE_MAX_DECISIONS = 1 << 18
+_RANGE_MAX_MASK = 1 << 16  # range-coded masks: small tensors only
+_RANGE_TOP = 1 << 24
+_RANGE_PROB_BITS = 15
+
+
+def _range_probability(zeros, ones):
+    """P(bit = 0) in units of 2**-_RANGE_PROB_BITS, from doubled counts."""
+    p = (zeros << _RANGE_PROB_BITS) // (zeros + ones)
+    return min(max(p, 1), (1 << _RANGE_PROB_BITS) - 1)
+
+
+def _range_encode(symbols, width):
+    zeros, ones = [1] * (1 << width), [1] * (1 << width)
+    out = bytearray()
+    low, rng, cache, cache_size = 0, 0xFFFFFFFF, 0, 1
+
+    def shift_low():
+        nonlocal low, cache, cache_size
+        if low < 0xFF000000 or low >= 1 << 32:
+            carry, byte = low >> 32, cache
+            while cache_size:
+                out.append((byte + carry) & 0xFF)
+                byte = 0xFF
+                cache_size -= 1
+            cache = (low >> 24) & 0xFF
+        cache_size += 1
+        low = (low & 0x00FFFFFF) << 8
+
+    for symbol in np.asarray(symbols).ravel().tolist():
+        node = 1
+        for shift in range(width - 1, -1, -1):
+            bit = (symbol >> shift) & 1
+            bound = (rng >> _RANGE_PROB_BITS) * _range_probability(zeros[node],
+                                                                  ones[node])
+            if bit:
+                low += bound
+                rng -= bound
+                ones[node] += 2
+            else:
+                rng = bound
+                zeros[node] += 2
+            node = (node << 1) | bit
+            while rng < _RANGE_TOP:
+                rng <<= 8
+                shift_low()
+    for _ in range(5):
+        shift_low()
+    # the first byte is always 0; trailing zeros are implied
+    return np.frombuffer(bytes(out[1:]).rstrip(b"\0"), dtype=np.uint8).copy()
+
+
+def _range_decode(stream, width, count):
+    data = np.asarray(stream, dtype=np.uint8).tobytes()
+    data += b"\0" * max(0, 4 - len(data))
+    zeros, ones = [1] * (1 << width), [1] * (1 << width)
+    code, rng, pos = int.from_bytes(data[:4], "big"), 0xFFFFFFFF, 4
+    end, top = len(data), 1 << width
+    out = np.empty(count, dtype=np.uint8)
+    for k in range(count):
+        node = 1
+        while node < top:
+            bound = (rng >> _RANGE_PROB_BITS) * _range_probability(zeros[node],
+                                                                  ones[node])
+            if code < bound:
+                rng = bound
+                zeros[node] += 2
+                node <<= 1
+            else:
+                code -= bound
+                rng -= bound
+                ones[node] += 2
+                node = (node << 1) | 1
+            while rng < _RANGE_TOP:
+                # trailing zero bytes are not stored
+                byte = data[pos] if pos < end else 0
+                rng <<= 8
+                code = ((code << 8) | byte) & 0xFFFFFFFF
+                pos += 1
+        out[k] = node - top
+    return out
+
+
 def _compress(codec, data):
     if codec == "none":
         return data
@@ -138,6 +279,28 @@ def _decompress(codec, data, raw_len):
         raise FormatError(f"unknown codec {codec!r}")
     if len(out) != raw_len:
         raise FormatError("a compressed chunk does not decode to its recorded length")
+    return out
+
+
+def _compress_header(text):
+    """``(codec index, stored bytes)`` of the smallest way to store the header."""
+    options = [(_CODECS.index(codec), _compress(codec, text))
+               for codec in _CODECS]
+    obj = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=_HEADER_DICT)
+    options.append((_HEADER_CODECS.index("zlib-dict"),
+                    obj.compress(text) + obj.flush()))
+    return min(options, key=lambda option: (len(option[1]), option[0]))
+
+
+def _decompress_header(codec_index, data, raw_len):
+    if codec_index >= len(_HEADER_CODECS):
+        raise FormatError("unknown header codec")
+    codec = _HEADER_CODECS[codec_index]
+    if codec != "zlib-dict":
+        return _decompress(codec, data, raw_len)
+    out = zlib.decompressobj(-15, zdict=_HEADER_DICT).decompress(data, raw_len)
+    if len(out) != raw_len:
+        raise FormatError("the header does not decode to its recorded length")
     return out
 
 
@@ -171,21 +334,31 @@ def _index_bits(n_values):
     return max(1, math.ceil(math.log2(max(n_values, 2))))
 
 
-def _symbol_candidates(symbols, width, entropy_coding):
-    """Ways to store uint8 symbols < 2**width: bit-packed, or one byte each."""
+def _symbol_candidates(symbols, width, entropy_coding, adaptive=False):
+    """Ways to store uint8 symbols < 2**width: bit-packed, one byte each, or
+    (``adaptive``) range coded."""
     out = [({"format": "packed", "bits": width}, _pack_bits(symbols, width))]
     if entropy_coding or width == 8:
         out.append(({"format": "bytes", "bits": width}, symbols.astype(np.uint8)))
     if width == 8:
         out = out[1:]
+    if adaptive and entropy_coding and symbols.size * width <= _RANGE_MAX_DECISIONS:
+        out.append(({"format": "range", "bits": width},
+                    _range_encode(symbols, width)))
     return out
 
 
 def _read_symbols(meta, stream, count):
+    if not 1 <= int(meta["bits"]) <= 8:
+        raise FormatError("symbol width must be 1 to 8 bits")
     if meta["format"] == "bytes":
         if stream.size != count:
             raise FormatError("symbol stream has the wrong length")
         return stream
+    if meta["format"] == "range":
+        if count * int(meta["bits"]) > _RANGE_MAX_DECISIONS:
+            raise FormatError("range-coded stream is longer than the format allows")
+        return _range_decode(stream, int(meta["bits"]), count)
     return _unpack_bits(stream, int(meta["bits"]), count)
 
 
@@ -197,7 +370,7 @@ def _codebook_candidates(values, entropy_coding, prefix=""):
     width = _index_bits(centroids.size)
     out = []
     for fmt, stream in _symbol_candidates(inverse.astype(np.uint8), width,
-                                          entropy_coding):
+                                          entropy_coding, adaptive=True):
         meta = {prefix + "index": fmt}
         arrays = {prefix + "centroids": centroids.astype(np.float32),
                   prefix + "indices": stream}
@@ -228,15 +401,165 @@ def _gap_positions(symbols, width):
     return (np.cumsum(symbols + is_value) - 1)[is_value]
 
 
-def _position_candidates(mask, entropy_coding):
-    out = [({"positions": "bitmask"}, np.packbits(mask))]
+def _position_candidates(mask, entropy_coding, shape=None):
+    """``(meta, arrays)`` ways to store the nonzero positions of flat ``mask``."""
+    out = [({"positions": "bitmask"}, {"positions": np.packbits(mask)})]
     positions = np.flatnonzero(mask)
     widths = (2, 3, 4, 5, 6, 7, 8) if entropy_coding else (2, 3, 4, 5, 6, 8)
     for width in widths:
         symbols = _gap_symbols(positions, width)
         for fmt, stream in _symbol_candidates(symbols, width, entropy_coding):
             gap = {**fmt, "count": int(symbols.size)}
-            out.append(({"positions": "gaps", "gap": gap}, stream))
+            out.append(({"positions": "gaps", "gap": gap}, {"positions": stream}))
+    if entropy_coding and mask.size <= _RANGE_MAX_MASK:
+        # the i.i.d. mask at its adaptive order-0 entropy
+        out.append(({"positions": "range"},
+                    {"positions": _range_encode(mask.astype(np.uint8), 1)}))
+    if shape is not None:
+        out += _lines_candidates(mask, shape)
+    return out
+
+
+# Enumerative ("lines") coding of sparse positions: the tensor is viewed as a
+# 2-D matrix (``w.reshape(shape[0], -1)``, or its transpose), columns without
+# any nonzero are dropped through a bitmap, and each line (row) is stored as
+# its number of nonzeros plus the rank of its nonzero set among all sets of
+# that size (combinatorial number system). Given the counts this costs exactly
+# ``log2 C(l, k)`` bits per line, so lines of different densities (dead units,
+# dead input features of a magnitude-pruned layer) are each coded at their own
+# entropy, which an i.i.d. coder of the whole mask cannot do.
+_LINES_MAX_CELLS = 1 << 20  # decoding walks every cell in Python
+_BLOCK_BITS = 1 << 15  # ranks are packed in mixed-radix blocks of this many bits
+
+
+def _lines_view(mask, shape, transpose):
+    rows = shape[0] if len(shape) else 1
+    view = mask.reshape(rows, -1)
+    return view.T if transpose else view
+
+
+def _rank_blocks(radices):
+    """Split line indices into blocks whose radix product stays bounded."""
+    blocks, current, product = [], [], 1
+    for i, radix in enumerate(radices):
+        if current and (product * radix).bit_length() > _BLOCK_BITS:
+            blocks.append((current, product))
+            current, product = [], 1
+        current.append(i)
+        product *= radix
+    if current:
+        blocks.append((current, product))
+    return blocks
+
+
+def _block_nbytes(product):
+    return ((product - 1).bit_length() + 7) // 8
+
+
+def _encode_lines(mask, shape, transpose):
+    """``(meta, arrays)`` of the lines coding of a boolean mask."""
+    view = _lines_view(mask, shape, transpose)
+    columns = view.any(axis=0)
+    sub = view[:, columns]
+    length = int(sub.shape[1])
+    counts = sub.sum(axis=1)
+    radices = [math.comb(length, int(k)) for k in counts]
+    ranks = []
+    for line in sub:
+        # rank = sum_i C(p_i, i) over the sorted positions p_1 < p_2 < ...
+        ranks.append(sum(math.comb(int(p), i)
+                         for i, p in enumerate(np.flatnonzero(line), start=1)))
+    stream = bytearray()
+    for lines, product in _rank_blocks(radices):
+        number, scale = 0, 1
+        for i in lines:
+            number += ranks[i] * scale
+            scale *= radices[i]
+        stream += number.to_bytes(_block_nbytes(product), "little")
+    meta = {"positions": "lines", "lines": {"transpose": bool(transpose)}}
+    arrays = {
+        "positions": np.frombuffer(bytes(stream), dtype=np.uint8).copy(),
+        "line_counts": counts.astype(_count_dtype(length)),
+        "columns": np.packbits(columns),
+    }
+    return meta, arrays
+
+
+def _count_dtype(length):
+    return np.uint8 if length <= 255 else np.int16 if length <= 32767 else np.int32
+
+
+def _unrank_line(rank, length, count):
+    """Positions (descending) of the ``count``-subset of ``range(length)`` of
+    rank ``rank``, walking down with exact binomial ratios."""
+    if count == 0:
+        return []
+    out = []
+    c, i = length - 1, count
+    binom = math.comb(c, i)  # C(c, i)
+    while i > 0:
+        while binom > rank:  # C(c - 1, i) = C(c, i) * (c - i) / c
+            binom = binom * (c - i) // c
+            c -= 1
+        out.append(c)
+        rank -= binom
+        if i == 1:
+            break
+        binom = binom * i // c  # C(c - 1, i - 1) = C(c, i) * i / c
+        c -= 1
+        i -= 1
+    return out
+
+
+def _decode_lines(meta, arrays, shape, n_nonzero):
+    transpose = bool(meta["lines"]["transpose"])
+    rows = shape[0] if len(shape) else 1
+    size = int(np.prod(shape, dtype=np.int64))
+    if size > _LINES_MAX_CELLS or size == 0:
+        raise FormatError("a lines-coded tensor is larger than the format allows")
+    n_lines, n_cols = (size // rows, rows) if transpose else (rows, size // rows)
+    if arrays["columns"].size != (n_cols + 7) // 8:
+        raise FormatError("sparse line columns do not match the tensor")
+    columns = np.unpackbits(arrays["columns"], count=n_cols).astype(bool)
+    column_ids = np.flatnonzero(columns)
+    length = int(column_ids.size)
+    counts = arrays["line_counts"].astype(np.int64)
+    if (counts.size != n_lines or counts.size and (counts.min() < 0
+                                                   or counts.max() > length)
+            or int(counts.sum()) != n_nonzero):
+        raise FormatError("sparse line counts do not match the tensor")
+    radices = [math.comb(length, int(k)) for k in counts]
+    stream = arrays["positions"].tobytes()
+    line_of, col_of, offset = [], [], 0
+    for lines, product in _rank_blocks(radices):
+        nbytes = _block_nbytes(product)
+        number = int.from_bytes(stream[offset:offset + nbytes], "little")
+        offset += nbytes
+        if number >= product:
+            raise FormatError("sparse line ranks are corrupted")
+        for i in lines:
+            number, rank = divmod(number, radices[i])
+            found = _unrank_line(rank, length, int(counts[i]))
+            line_of += [i] * len(found)
+            col_of += found
+    if offset != len(stream):
+        raise FormatError("sparse line ranks have the wrong length")
+    line_of = np.asarray(line_of, dtype=np.int64)
+    col_of = column_ids[np.asarray(col_of, dtype=np.int64)]
+    if transpose:
+        flat = col_of * n_lines + line_of
+    else:
+        flat = line_of * n_cols + col_of
+    return np.sort(flat)
+
+
+def _lines_candidates(mask, shape):
+    if mask.size > _LINES_MAX_CELLS or mask.size == 0:
+        return []
+    out = []
+    for transpose in (False, True):
+        meta, arrays = _encode_lines(mask, shape, transpose)
+        out.append((meta, arrays))
     return out
 
 
@@ -307,7 +630,7 @@ def _uniform_candidates(w, hint, entropy_coding):
     meta_base = {"axis": axis, "q_min": q_min}
     out = []
     for fmt, stream in _symbol_candidates((q - q_min).astype(np.uint8), width,
-                                          entropy_coding):
+                                          entropy_coding, adaptive=True):
         arrays = {"q": stream, "scale": scale.astype(np.float32),
                   "zero_point": zero_point.astype(np.int32)}
         out.append(({**meta_base, "index": fmt}, arrays))
@@ -412,17 +735,16 @@ def _float32_candidates(w, hints, entropy_coding):
     if flat.size and n_nonzero <= flat.size // 2:
         values = flat[mask]
         value_options = _float_candidates(values, entropy_coding)
-        position_options = _position_candidates(mask, entropy_coding)
+        position_options = _position_candidates(mask, entropy_coding, w.shape)
         if entropy_coding:
             # rank positions and values separately: their costs add up
             position_options = [min(position_options,
-                                    key=lambda o: _cost({"p": o[1]}, True))]
+                                    key=lambda o: _cost(o[1], True))]
             value_options = [min(value_options, key=lambda o: _cost(o[1], True))]
-        for pos_meta, pos_stream in position_options:
+        for pos_meta, pos_arrays in position_options:
             for val_meta, val_arrays in value_options:
                 meta = {"n_nonzero": n_nonzero, **pos_meta, **val_meta}
-                out.append(("sparse", meta, {"positions": pos_stream,
-                                             **val_arrays}))
+                out.append(("sparse", meta, {**pos_arrays, **val_arrays}))
     if w.ndim >= 1 and flat.size and n_nonzero == flat.size:
         rows = np.abs(w.reshape(w.shape[0], -1))
         if (rows == rows[:, :1]).all():
@@ -466,6 +788,12 @@ def _decode(encoding, meta, arrays, shape):
         n_nonzero = int(meta["n_nonzero"])
         if meta["positions"] == "bitmask":
             positions = np.flatnonzero(np.unpackbits(arrays["positions"], count=size))
+        elif meta["positions"] == "range":
+            if size > _RANGE_MAX_MASK:
+                raise FormatError("range-coded mask is larger than the format allows")
+            positions = np.flatnonzero(_range_decode(arrays["positions"], 1, size))
+        elif meta["positions"] == "lines":
+            positions = _decode_lines(meta, arrays, shape, n_nonzero)
         else:
             gap = meta["gap"]
             symbols = _read_symbols(gap, arrays["positions"], int(gap["count"]))
@@ -969,8 +1297,8 @@ def dumps(obj, *, entropy_coding=True):
     }
     text = json.dumps(header, sort_keys=True, separators=(",", ":"),
                       allow_nan=False).encode()
-    codec, stored = _best_codec(text, True)
-    prefix = _PREFIX.pack(_MAGIC, FORMAT_VERSION, _CODECS.index(codec), len(stored),
+    codec_index, stored = _compress_header(text)
+    prefix = _PREFIX.pack(_MAGIC, FORMAT_VERSION, codec_index, len(stored),
                           len(text), zlib.crc32(stored))
     return prefix + stored + blob
 
@@ -1033,9 +1361,9 @@ def _read_header(data):
     magic, version, codec, stored_len, raw_len, crc = _PREFIX.unpack_from(data)
     if magic != _MAGIC:
         raise FormatError("not a skcompress file (bad magic number)")
-    if version != FORMAT_VERSION:
+    if version not in _READABLE_VERSIONS:
         raise FormatError(f"unsupported format version {version}")
-    if codec >= len(_CODECS):
+    if codec >= len(_HEADER_CODECS) or (version == 1 and codec >= len(_CODECS)):
         raise FormatError("unknown header codec")
     end = _PREFIX.size + stored_len
     if len(data) < end:
@@ -1044,10 +1372,10 @@ def _read_header(data):
     if zlib.crc32(stored) != crc:
         raise FormatError("header checksum mismatch: the file is corrupted")
     try:
-        header = json.loads(_decompress(_CODECS[codec], stored, raw_len))
+        header = json.loads(_decompress_header(codec, stored, raw_len))
     except (ValueError, lzma.LZMAError, zlib.error, UnicodeDecodeError):
         raise FormatError("header is not valid JSON") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
+    if not isinstance(header, dict) or header.get("format") != version:
         raise FormatError("header has no supported format version")
     return header, data[end:]
 

@@ -1,6 +1,7 @@
 import copy
 import io
 import json
+import math
 import struct
 import zlib
 
@@ -15,9 +16,15 @@ from torch.nn.utils import parametrize
 from skcompress.datasets import load_digits_images
 from skcompress.io import (
     FormatError,
+    _cost,
+    _decode_lines,
+    _encode_lines,
     _gap_positions,
     _gap_symbols,
     _pack_bits,
+    _position_candidates,
+    _range_decode,
+    _range_encode,
     _unpack_bits,
     bake,
     decode_tensor,
@@ -365,11 +372,10 @@ def _rewrite_header(data, edit):
     """Re-pack ``data`` with ``edit(header)`` applied and valid checksums."""
     prefix = struct.Struct("<4sBBIII")
     magic, version, codec, stored_len, raw_len, _ = prefix.unpack_from(data)
-    from skcompress.io import _decompress
+    from skcompress.io import _decompress_header
 
     stored = data[prefix.size:prefix.size + stored_len]
-    header = json.loads(_decompress(["none", "zlib", "lzma"][codec], stored,
-                                    raw_len))
+    header = json.loads(_decompress_header(codec, stored, raw_len))
     edit(header)
     text = json.dumps(header).encode()
     return prefix.pack(magic, version, 0, len(text), len(text),
@@ -433,3 +439,138 @@ def test_tampered_net_and_kwarg_classes_are_refused(small_file):
             loads(_rewrite_header(small_file, edit))
     with pytest.raises(FormatError, match="invalid skcompress file"):
         loads(_rewrite_header(small_file, junk))
+
+
+# -- version 2: lines positions, range-coded indices, header dictionary -------
+
+
+def _structured_weight(seed=0):
+    """A magnitude-pruned-like layer: dead rows and columns, uneven densities."""
+    rng = np.random.RandomState(seed)
+    w = rng.randn(48, 200).astype(np.float32)
+    row_density = rng.uniform(0.0, 0.3, size=(48, 1))
+    col_density = rng.uniform(0.0, 1.0, size=(1, 200))
+    w *= rng.uniform(size=w.shape) < row_density * col_density * 2
+    w[:10] = 0  # dead output units
+    w[:, 50:80] = 0  # dead input features
+    return torch.from_numpy(w)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_lines_positions_round_trip_exactly(transpose):
+    w = _structured_weight().numpy()
+    mask = (w != 0).ravel()
+    meta, arrays = _encode_lines(mask, w.shape, transpose)
+    positions = _decode_lines(meta, arrays, w.shape, int(mask.sum()))
+    np.testing.assert_array_equal(positions, np.flatnonzero(mask))
+    # each line is stored at its own entropy: log2 C(l, k) bits, to the byte
+    # per block of lines
+    view = mask.reshape(w.shape).T if transpose else mask.reshape(w.shape)
+    length = int(view.any(axis=0).sum())
+    bits = sum(math.log2(math.comb(length, int(k)))
+               for k in view.sum(axis=1))
+    assert arrays["positions"].size <= np.ceil(bits / 8) + 1
+
+
+def test_sparse_tensor_uses_lines_and_beats_iid_coding():
+    w = _structured_weight()
+    encoding, meta, arrays = encode_tensor(w)
+    assert encoding == "sparse" and meta["positions"] == "lines"
+    assert torch.equal(decode_tensor(encoding, meta, arrays, w.shape), w)
+    mask = (w != 0).numpy().ravel()
+    lines = _cost({k: arrays[k] for k in ("positions", "line_counts", "columns")},
+                  True)
+    best = min(_cost(a, True) for _, a in _position_candidates(mask, True, w.shape))
+    assert lines == best  # the cheapest candidate was picked
+    # bitmask and gap streams (zlib / LZMA) code the mask as one i.i.d. source
+    iid = min(_cost(a, True) for _, a in _position_candidates(mask, True))
+    assert lines < 0.9 * iid
+
+
+@pytest.mark.parametrize("shape", [(0,), (7,), (1, 1), (5, 3, 2), (3, 40)])
+@pytest.mark.parametrize("density", [0.0, 0.2, 1.0])
+def test_lines_edge_cases(shape, density):
+    size = int(np.prod(shape))
+    mask = np.random.RandomState(1).uniform(size=size) < density
+    for transpose in (False, True):
+        if size == 0:
+            continue
+        meta, arrays = _encode_lines(mask, shape, transpose)
+        np.testing.assert_array_equal(
+            _decode_lines(meta, arrays, shape, int(mask.sum())), np.flatnonzero(mask))
+
+
+def test_tampered_lines_streams_raise_format_error():
+    w = _structured_weight()
+    encoding, meta, arrays = encode_tensor(w)
+    broken = [
+        {**arrays, "positions": arrays["positions"][:-3]},
+        {**arrays, "line_counts": arrays["line_counts"][:-1]},
+        {**arrays, "line_counts": arrays["line_counts"] + np.uint8(1)},
+        {**arrays, "columns": arrays["columns"][:-1]},
+    ]
+    for streams in broken:
+        with pytest.raises(FormatError):
+            decode_tensor(encoding, meta, streams, w.shape)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8])
+@pytest.mark.parametrize("count", [0, 1, 3, 2000])
+def test_range_coding_round_trip_near_entropy(width, count):
+    rng = np.random.RandomState(width)
+    p = rng.dirichlet(np.ones(1 << width))
+    symbols = rng.choice(1 << width, size=count, p=p).astype(np.uint8)
+    stream = _range_encode(symbols, width)
+    np.testing.assert_array_equal(_range_decode(stream, width, count), symbols)
+    if count == 2000:
+        freq = np.bincount(symbols, minlength=1 << width) / count
+        entropy = -(freq[freq > 0] * np.log2(freq[freq > 0])).sum() * count / 8
+        # order-0 entropy plus the cost of learning 2**width - 1 node models
+        assert stream.size <= entropy + 2 * (1 << width) + 8
+
+
+def test_codebook_indices_are_range_coded_when_smaller():
+    rng = np.random.RandomState(0)
+    centroids = np.linspace(-1, 1, 16).astype(np.float32)
+    p = np.exp(-np.linspace(-2, 2, 16) ** 2)
+    w = torch.from_numpy(centroids[rng.choice(16, size=(64, 64), p=p / p.sum())])
+    encoding, meta, arrays = encode_tensor(w)
+    assert encoding == "codebook" and meta["index"]["format"] == "range"
+    assert torch.equal(decode_tensor(encoding, meta, arrays, w.shape), w)
+
+
+def test_header_uses_the_preset_dictionary_and_version_1_still_loads(small_file,
+                                                                     data):
+    prefix = struct.Struct("<4sBBIII")
+    _, version, codec, *_ = prefix.unpack_from(small_file)
+    assert version == 2 and codec == 3  # "zlib-dict"
+
+    def as_version_1(header):
+        header["format"] = 1
+
+    old = bytearray(_rewrite_header(small_file, as_version_1))
+    old[4] = 1
+    net = loads(bytes(old))
+    np.testing.assert_array_equal(net.predict(data[0]),
+                                  loads(small_file).predict(data[0]))
+    old[4] = 3
+    with pytest.raises(FormatError, match="version"):
+        loads(bytes(old))
+
+
+def test_small_iid_mask_is_range_coded_near_its_entropy():
+    rng = np.random.RandomState(3)
+    w = torch.from_numpy((rng.randn(32, 64) * (rng.uniform(size=(32, 64)) < 0.1))
+                         .astype(np.float32))
+    encoding, meta, arrays = encode_tensor(w)
+    assert encoding == "sparse" and meta["positions"] in ("range", "lines")
+    assert torch.equal(decode_tensor(encoding, meta, arrays, w.shape), w)
+    mask = (w != 0).numpy().ravel()
+    candidates = dict(
+        (m["positions"], a) for m, a in _position_candidates(mask, True))
+    density = mask.mean()
+    entropy = -mask.size * (density * np.log2(density)
+                            + (1 - density) * np.log2(1 - density)) / 8
+    assert candidates["range"]["positions"].size <= entropy + 8
+    assert np.array_equal(
+        _range_decode(candidates["range"]["positions"], 1, mask.size), mask)

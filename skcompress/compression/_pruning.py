@@ -27,6 +27,7 @@ from ._constraints import Mask, add_constraint, constraints_of, select_layers
 __all__ = [
     "Pruner",
     "agp_schedule",
+    "lamp_scores",
     "split_epochs",
     "weight_importance",
     "weight_masks",
@@ -63,6 +64,9 @@ def weight_importance(layers, criterion, *, generator=None):
     """One score per weight of each layer; the lowest are pruned first.
 
     ``"l1"`` and ``"l2"`` rank single weights identically (``|w|``);
+    ``"lamp"`` is the layer-adaptive magnitude score of Lee et al. (2021),
+    ``w_u**2 / sum(w_v**2 for |w_v| >= |w_u| in the same layer)``, which is
+    comparable across layers and ranks weights within a layer like ``|w|``;
     ``"random"`` draws uniform scores; ``"taylor"`` is ``|w * dL/dw|`` and needs
     the gradients already accumulated on the layers' latent weights. Weights
     that are already exactly zero (an inner pruner's mask) score ``-inf`` so
@@ -71,7 +75,7 @@ def weight_importance(layers, criterion, *, generator=None):
     Parameters
     ----------
     layers : list of (name, module)
-    criterion : {"l1", "l2", "random", "taylor"}
+    criterion : {"l1", "l2", "lamp", "random", "taylor"}
     generator : torch.Generator, optional
         For ``"random"``.
 
@@ -84,6 +88,8 @@ def weight_importance(layers, criterion, *, generator=None):
         weight = layer.weight.detach()
         if criterion in ("l1", "l2"):
             score = weight.abs()
+        elif criterion == "lamp":
+            score = lamp_scores(weight)
         elif criterion == "random":
             score = torch.rand(weight.shape, generator=generator)
         else:  # taylor
@@ -93,6 +99,32 @@ def weight_importance(layers, criterion, *, generator=None):
             score = (weight * grad).abs()
         scores[name] = score.masked_fill(weight == 0, float("-inf"))
     return scores
+
+
+def lamp_scores(weight):
+    """LAMP scores of one layer's weights (Lee et al., 2021).
+
+    With the squared weights sorted ascending, the score of a weight is its
+    square over the sum of the squares of itself and every larger weight: the
+    largest weight of each layer scores 1, so a global threshold on LAMP
+    scores never empties a layer, and the layer's own weights keep their
+    magnitude order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> lamp_scores(torch.tensor([1.0, -2.0, 0.0])).tolist()
+    [0.2, 1.0, 0.0]
+    """
+    squares = weight.detach().flatten().to(torch.float64) ** 2
+    order = torch.argsort(squares, stable=True)
+    ascending = squares[order]
+    # suffix sums: sum of the squares of this weight and all larger ones
+    tails = ascending.flip(0).cumsum(0).flip(0)
+    ranked = torch.where(tails > 0, ascending / tails.clamp(min=1e-300), 0.0)
+    scores = torch.empty_like(squares)
+    scores[order] = ranked
+    return scores.view(weight.shape)
 
 
 def _latent_weight(layer):
@@ -142,6 +174,8 @@ def filter_importance(criterion):
         return tp.importance.RandomImportance()
     if criterion == "taylor":
         return tp.importance.TaylorImportance()
+    if criterion == "lamp":
+        return tp.importance.LAMPImportance()
     return tp.importance.BNScaleImportance()
 
 
@@ -185,8 +219,14 @@ class Pruner(BaseCompressor):
         Fraction of weights (``"weight"``) or output channels (``"filter"``)
         of the chosen layers to remove.
     granularity : {"weight", "filter"}, default="weight"
-    criterion : {"l1", "l2", "random", "taylor", "bn_scale"}, default="l1"
-        Importance: magnitude (L1 / L2 norm of each weight or filter), random,
+    criterion : {"l1", "l2", "lamp", "random", "taylor", "bn_scale"}, \
+default="l1"
+        Importance: magnitude (L1 / L2 norm of each weight or filter), LAMP
+        (layer-adaptive magnitude, Lee et al. 2021: a weight's square over the
+        sum of the squares of the weights of its layer at least as large;
+        with ``scope="global"`` it sets how much of each layer goes, within a
+        layer it ranks like ``"l1"``; for filters torch-pruning's
+        ``LAMPImportance``), random,
         first-order Taylor ``|w * dL/dw|`` (gradients of the loss on up to 256
         training samples) or, for filters only, the scale of the following
         BatchNorm (groups without BatchNorm are left alone).
@@ -232,6 +272,8 @@ class Pruner(BaseCompressor):
     ----------
     M. Zhu and S. Gupta, "To prune, or not to prune: exploring the efficacy of
     pruning for model compression", 2017.
+    J. Lee, S. Park, S. Mo, S. Ahn and J. Shin, "Layer-adaptive sparsity for
+    the magnitude-based pruning", ICLR 2021.
     G. Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023.
 
     Examples
@@ -251,7 +293,9 @@ class Pruner(BaseCompressor):
         **BaseCompressor._parameter_constraints,
         "sparsity": [Interval(numbers.Real, 0, 1, closed="left")],
         "granularity": [StrOptions({"weight", "filter"})],
-        "criterion": [StrOptions({"l1", "l2", "random", "taylor", "bn_scale"})],
+        "criterion": [
+            StrOptions({"l1", "l2", "lamp", "random", "taylor", "bn_scale"})
+        ],
         "scope": [StrOptions({"global", "layer"})],
         "n_steps": [Interval(numbers.Integral, 1, None, closed="left")],
         "layers": [None, StrOptions({"all"}), list, tuple],
@@ -324,7 +368,7 @@ class Pruner(BaseCompressor):
             raise ValueError(
                 "criterion='bn_scale' scores whole channels; use it with "
                 "granularity='filter', or pick criterion from 'l1', 'l2', "
-                "'random', 'taylor'."
+                "'lamp', 'random', 'taylor'."
             )
 
     def _compress_and_finetune(self, net, X, y, rng):

@@ -10,7 +10,13 @@ import skcompress
 from skcompress.accounting import count_macs, count_parameters
 from skcompress.compression import Pruner
 from skcompress.compression._constraints import Mask, constraints_of
-from skcompress.compression._pruning import agp_schedule, split_epochs
+from skcompress.compression._pruning import (
+    agp_schedule,
+    lamp_scores,
+    split_epochs,
+    weight_importance,
+    weight_masks,
+)
 from skcompress.datasets import load_digits_images
 from skcompress.models import make_digits_net
 
@@ -164,7 +170,7 @@ def test_filter_pruning_gives_a_smaller_module(fitted_net, data, scope, tmp_path
     )
 
 
-@pytest.mark.parametrize("criterion", ["l2", "random", "taylor", "bn_scale"])
+@pytest.mark.parametrize("criterion", ["l2", "lamp", "random", "taylor", "bn_scale"])
 def test_filter_pruning_with_batchnorm_and_residual(data, criterion, tmp_path):
     net = make_digits_net(arch="residual", max_epochs=2, module__channels=8).fit(*data)
     pruner = prune_net(net, data, sparsity=0.5, granularity="filter",
@@ -204,3 +210,48 @@ def test_layers_parameter_chooses_what_is_pruned(fitted_net, data):
     everything = prune_net(fitted_net, data, sparsity=0.5, layers="all",
                            scope="layer", finetune_epochs=0)
     assert everything.layer_sparsity_["fc2"] == 0.5
+
+
+def test_lamp_scores_match_the_definition():
+    w = torch.tensor([[0.5, -2.0, 0.0], [1.0, -0.5, 3.0]])
+    scores = lamp_scores(w)
+    squares = (w.flatten().double() ** 2).tolist()
+    for i, square in enumerate(squares):
+        larger = sum(s for j, s in enumerate(squares)
+                     if s > square or (s == square and j >= i))
+        expected = square / larger if larger else 0.0
+        assert scores.flatten()[i].item() == pytest.approx(expected)
+    assert scores.max().item() == 1.0  # the largest weight of a layer
+    # within a layer LAMP ranks like the magnitude
+    assert torch.equal(torch.argsort(scores.flatten(), stable=True),
+                       torch.argsort(w.abs().flatten().double(), stable=True))
+
+
+def test_lamp_global_masks_keep_every_layer_and_exact_sparsity():
+    torch.manual_seed(0)
+    small, big = nn.Linear(4, 4), nn.Linear(64, 64)
+    with torch.no_grad():
+        big.weight.mul_(100)  # global magnitude would empty the small layer
+    layers = [("small", small), ("big", big)]
+    n_off = round(0.9 * (16 + 4096))
+    l1 = weight_masks(weight_importance(layers, "l1"), 0.9, "global")
+    lamp = weight_masks(weight_importance(layers, "lamp"), 0.9, "global")
+    assert not l1["small"].any()
+    assert lamp["small"].any() and lamp["big"].any()
+    assert sum(int((~m).sum()) for m in lamp.values()) == n_off
+
+
+def test_lamp_pruner_layer_scope_equals_l1_and_global_is_exact(fitted_net, data):
+    lamp = prune_net(fitted_net, data, sparsity=0.8, criterion="lamp",
+                     scope="layer", finetune_epochs=0)
+    l1 = prune_net(fitted_net, data, sparsity=0.8, criterion="l1", scope="layer",
+                   finetune_epochs=0)
+    for name in PRUNED:
+        assert torch.equal(constraints_of(layer(lamp, name))[0].mask,
+                           constraints_of(layer(l1, name))[0].mask)
+    before = {k: v.clone() for k, v in fitted_net.module_.state_dict().items()}
+    glob = prune_net(fitted_net, data, sparsity=0.8, criterion="lamp", n_steps=2)
+    assert glob.sparsity_ == pytest.approx(0.8, abs=1e-3)
+    assert all(0 < s < 1 for s in glob.layer_sparsity_.values())
+    assert all(torch.equal(before[k], v)
+               for k, v in fitted_net.module_.state_dict().items())
