@@ -4,6 +4,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, svds
+from sklearn import config_context
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.decomposition import TruncatedSVD
 from sklearn.utils import check_random_state
@@ -234,7 +235,10 @@ class SVD(ReducerMixin, BaseEstimator):
                 n_oversamples=self.n_oversamples,
                 tol=self.tol,
                 random_state=self.random_state,
-            ).fit(X)
+            )
+            # X was validated in fit: skip scikit-learn's second pass over it.
+            with config_context(assume_finite=True):
+                tsvd.fit(X)
             self.mean_ = None
             self.components_ = tsvd.components_
             self.singular_values_ = tsvd.singular_values_
