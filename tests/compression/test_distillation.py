@@ -83,6 +83,33 @@ def test_loss_on_probabilities_equals_loss_on_their_logits():
     torch.testing.assert_close(on_proba, on_logits, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("T, alpha", [(1.0, 0.9), (4.0, 0.9), (8.0, 0.5)])
+def test_loss_gradient_is_kl_teacher_to_student_averaged_over_the_batch(T, alpha):
+    # d/ds of alpha*T**2*KL(p_t || softmax(s/T)) + (1-alpha)*CE(s, y), batchmean:
+    # (alpha*T*(softmax(s/T) - p_t) + (1-alpha)*(softmax(s) - onehot(y))) / n.
+    # Checks the KL direction (teacher -> student), the reduction and the T**2.
+    gen = torch.Generator().manual_seed(2)
+    student = torch.randn(5, 4, generator=gen, requires_grad=True)
+    teacher = 4 * torch.randn(5, 4, generator=gen)
+    y = torch.tensor([0, 1, 2, 3, 1])
+    DistillationLoss(temperature=T, alpha=alpha)(student, (y, teacher)).backward()
+    s = student.detach()
+    expected = (alpha * T * (torch.softmax(s / T, 1) - torch.softmax(teacher / T, 1))
+                + (1 - alpha) * (torch.softmax(s, 1) - nn.functional.one_hot(y, 4)))
+    torch.testing.assert_close(student.grad, expected / 5)
+
+
+def test_teacher_logits_are_the_eval_mode_outputs(data, teacher):
+    X, _ = data
+    assert teacher.module_.dropout.p > 0  # dropout must be off for the targets
+    first, second = teacher_logits(teacher, X), teacher_logits(teacher, X)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    module = copy.deepcopy(teacher.module_).eval()
+    with torch.no_grad():
+        expected = module(torch.as_tensor(X))
+    torch.testing.assert_close(first, expected)
+
+
 # ------------------------------------------------------------- the training
 def test_alpha_zero_trains_exactly_like_plain_fitting(data, forest):
     X, y = data
@@ -230,6 +257,32 @@ def test_grid_search_over_temperature_and_alpha(data, forest):
     ).fit(X[:200], y[:200])
     assert search.best_params_["temperature"] in (2.0, 4.0)
     assert len(search.cv_results_["mean_test_score"]) == 2
+
+
+class CountingForest(RandomForestClassifier):
+    """Counts its fits (all clones together)."""
+
+    fits = 0
+
+    def fit(self, X, y, sample_weight=None):
+        type(self).fits += 1
+        return super().fit(X, y, sample_weight=sample_weight)
+
+
+def test_grid_search_refits_the_teacher_once_per_fold_with_memory(data, tmp_path):
+    # What benchmarks/bench_distill.py relies on: the teacher is fitted on the
+    # training folds only, once per fold whatever the number of candidates.
+    X, y = data
+    CountingForest.fits = 0
+    search = GridSearchCV(
+        Distiller(tiny_student(max_epochs=1),
+                  teacher=CountingForest(10, random_state=0), teacher_prefit=False,
+                  memory=str(tmp_path), random_state=0),
+        {"temperature": [2.0, 4.0], "alpha": [0.5, 0.9]},
+        cv=2, refit=False,
+    ).fit(X[:200], y[:200])
+    assert len(search.cv_results_["mean_test_score"]) == 4
+    assert CountingForest.fits == 2
 
 
 # ---------------------------------------------------------------- bad input
