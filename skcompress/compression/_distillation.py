@@ -304,9 +304,10 @@ class Distiller(DistillationMixin, BaseCompressor):
     teacher_prefit : bool, default=True
         Whether ``teacher`` is fitted (it is then deep-copied, never modified;
         an unfitted one raises ``NotFittedError``). ``False`` fits a clone on
-        ``X, y`` first (through ``memory``). For a grid search with a prefit
-        teacher, wrap it in ``sklearn.frozen.FrozenEstimator`` (cloning a
-        fitted estimator unfits it).
+        ``X, y`` first (through ``memory``). A prefit teacher survives
+        ``clone`` (it is deep-copied fitted), so ``GridSearchCV`` over a
+        ``Distiller`` with a prefit teacher works as it is;
+        ``sklearn.frozen.FrozenEstimator`` teachers are accepted too.
     finetune_epochs : int, default=10
         Epochs of distillation for a prefit student.
     finetune_lr : float or None, default=None
@@ -429,6 +430,10 @@ class Distiller(DistillationMixin, BaseCompressor):
         finally:
             # The fitted teacher and its logits only travel between the hooks.
             self.__dict__.pop("_distill_state", None)
+
+    def _prefit_params(self):
+        prefit = super()._prefit_params()
+        return (*prefit, "teacher") if self.teacher_prefit else prefit
 
     # ------------------------------------------------------------ hooks
     def _check_params(self, X, y):

@@ -350,3 +350,23 @@ def test_student_with_a_validation_split_and_scoring(data, forest):
     assert len(history[:, "valid_acc"]) == 2  # scorers saw the labels
     scorer = dict(distiller.estimator_.callbacks_)["valid_acc"]
     assert scorer.target_extractor.__name__ == "to_numpy"  # restored after training
+
+
+def test_clone_keeps_a_prefit_teacher_fitted():
+    from sklearn.base import clone
+    from sklearn.ensemble import RandomForestClassifier
+
+    X = np.random.RandomState(0).rand(20, 1, 8, 8).astype(np.float32)
+    y = np.arange(20) % 2
+    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(
+        X.reshape(20, -1), y
+    )
+    cloned = clone(Distiller(tiny_student(max_epochs=1), teacher=forest)).teacher
+    assert cloned is not forest
+    np.testing.assert_array_equal(
+        cloned.predict(X.reshape(20, -1)), forest.predict(X.reshape(20, -1))
+    )
+    unfitted = clone(
+        Distiller(tiny_student(max_epochs=1), teacher=forest, teacher_prefit=False)
+    ).teacher
+    assert not hasattr(unfitted, "estimators_")
