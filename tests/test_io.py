@@ -574,3 +574,21 @@ def test_small_iid_mask_is_range_coded_near_its_entropy():
     assert candidates["range"]["positions"].size <= entropy + 8
     assert np.array_equal(
         _range_decode(candidates["range"]["positions"], 1, mask.size), mask)
+
+
+def test_encoding_cache_returns_independent_equal_results():
+    import skcompress.io as skio
+
+    w = torch.randn(32, 16)
+    first = skio.encode_tensor(w)
+    second = skio.encode_tensor(w)
+    assert first[0] == second[0]
+    assert first[2].keys() == second[2].keys()
+    for name in first[2]:
+        np.testing.assert_array_equal(first[2][name], second[2][name])
+        assert first[2][name] is not second[2][name]
+    # Mutating what a caller got never reaches the cache.
+    for array in first[2].values():
+        array[...] = 0
+    third = skio.encode_tensor(w)
+    assert torch.equal(skio.decode_tensor(third[0], third[1], third[2], w.shape), w)
