@@ -9,7 +9,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ._base import BaseCompressor, ConstraintCallback
-from ._constraints import add_constraint, constraints_of, select_layers
+from ._constraints import (
+    add_constraint,
+    constraints_of,
+    run_with_hooks,
+    select_layers,
+)
 from ._ste import straight_through
 
 __all__ = ["Binarize", "BinaryActivation", "Binarizer"]
@@ -251,15 +256,7 @@ report_, fit_time_ :
             )
             for name, layer in chosen[1:]
         ]
-        was_training = module.training
-        module.eval()
-        try:
-            with torch.no_grad():
-                module(sample)
-        finally:
-            module.train(was_training)
-            for handle in handles:
-                handle.remove()
+        run_with_hooks(module, sample, handles)
         thresholds = {}
         for name, _ in chosen[1:]:
             x = inputs.get(name)

@@ -27,6 +27,7 @@ __all__ = [
     "constraints_of",
     "effective_weight",
     "layer_execution_order",
+    "run_with_hooks",
     "select_layers",
 ]
 
@@ -128,6 +129,22 @@ def effective_weight(module, tensor_name="weight"):
     return getattr(module, tensor_name).detach()
 
 
+def run_with_hooks(module, example_input, handles):
+    """One no-grad eval-mode forward pass, then remove the hook ``handles``.
+
+    The module's training mode is restored, whatever the forward does.
+    """
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(example_input)
+    finally:
+        module.train(was_training)
+        for handle in handles:
+            handle.remove()
+
+
 def layer_execution_order(module, example_input):
     """Names of the leaf layers with parameters, in the order forward runs them."""
     order = []
@@ -139,15 +156,7 @@ def layer_execution_order(module, example_input):
                     lambda mod, inp, out, name=name: order.append(name)
                 )
             )
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            module(example_input)
-    finally:
-        module.train(was_training)
-        for handle in handles:
-            handle.remove()
+    run_with_hooks(module, example_input, handles)
     seen = []
     for name in order:
         if name not in seen:
