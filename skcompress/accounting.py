@@ -80,6 +80,19 @@ def dense_size_bytes(net_or_module):
     return int(4 * n)
 
 
+def _forward(module, X, input_shape):
+    """``module(X)``; a module that cannot take samples of ``input_shape``
+    raises a ValueError naming it instead of a traceback from torch."""
+    try:
+        return module(X)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise ValueError(
+            f"{type(module).__name__} cannot process samples of input_shape="
+            f"{tuple(input_shape)} (input_shape is the shape of ONE sample, "
+            f"without the batch dimension): {str(exc).splitlines()[0]}"
+        ) from exc
+
+
 def _layer_macs(module, input_shape):
     """MACs per sample of every Conv/Linear leaf, keyed by dotted name."""
     macs = {}
@@ -108,7 +121,8 @@ def _layer_macs(module, input_shape):
         with torch.no_grad():
             param = next(module.parameters(), None)
             device = param.device if param is not None else "cpu"
-            module(torch.zeros((1, *input_shape), device=device))
+            _forward(module, torch.zeros((1, *input_shape), device=device),
+                     input_shape)
     finally:
         for handle in handles:
             handle.remove()
@@ -263,7 +277,7 @@ def measure_latency(net_or_module, input_shape, batch_size=256, repeats=30,
         with torch.no_grad():
             for i in range(warmup + repeats):
                 start = time.perf_counter()
-                module(X)
+                _forward(module, X, shape)
                 if i >= warmup:
                     times.append(time.perf_counter() - start)
     finally:

@@ -139,3 +139,11 @@ def test_report_does_not_modify_module(net):
     after = net.module_.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert np.isfinite(model_report(net, (1, 8, 8)).loc["total", "macs"])
+
+
+@pytest.mark.parametrize("func", [count_macs, model_report, measure_latency])
+def test_wrong_input_shape_is_named(net, func):
+    # a batch dimension included by mistake: a ValueError naming the parameter,
+    # not torch's conv2d error
+    with pytest.raises(ValueError, match=r"input_shape=\(1, 1, 8, 8\)"):
+        func(net, (1, 1, 8, 8))

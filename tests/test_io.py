@@ -1,5 +1,6 @@
 import copy
 import io
+import itertools
 import json
 import math
 import struct
@@ -21,6 +22,7 @@ from skcompress.io import (
     _encode_lines,
     _gap_positions,
     _gap_symbols,
+    _line_ranks,
     _pack_bits,
     _position_candidates,
     _range_decode,
@@ -485,6 +487,35 @@ def test_sparse_tensor_uses_lines_and_beats_iid_coding():
     # bitmask and gap streams (zlib / LZMA) code the mask as one i.i.d. source
     iid = min(_cost(a, True) for _, a in _position_candidates(mask, True))
     assert lines < 0.9 * iid
+
+
+@pytest.mark.parametrize("method", [None, "comb", "table"])
+def test_line_ranks_are_colex_ranks(method):
+    # reference: the index of each k-subset of range(7) in colexicographic
+    # order, which is what the combinatorial number system ranks
+    length = 7
+    subsets = [c for k in range(length + 1)
+               for c in itertools.combinations(range(length), k)]
+    sub = np.zeros((len(subsets), length), dtype=bool)
+    for row, c in enumerate(subsets):
+        sub[row, list(c)] = True
+    ranks = _line_ranks(sub, sub.sum(axis=1), method)
+    for k in range(length + 1):
+        same_k = [i for i, c in enumerate(subsets) if len(c) == k]
+        colex = sorted(same_k, key=lambda i: subsets[i][::-1])
+        assert [ranks[i] for i in colex] == list(range(math.comb(length, k)))
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (1, 1), (40, 300), (2, 3000)])
+def test_line_ranks_methods_agree(shape):
+    # both exact ways, on dense and sparse lines, down to big integers
+    rng = np.random.RandomState(0)
+    for density in (0.01, 0.5, 0.97):
+        sub = rng.uniform(size=shape) < density
+        counts = sub.sum(axis=1)
+        assert (_line_ranks(sub, counts, "comb")
+                == _line_ranks(sub, counts, "table")
+                == _line_ranks(sub, counts))
 
 
 @pytest.mark.parametrize("shape", [(0,), (7,), (1, 1), (5, 3, 2), (3, 40)])
