@@ -416,6 +416,13 @@ def _gap_symbols(positions, width):
     return symbols
 
 
+def _order0_bits(symbols):
+    """Bits of ``symbols`` under their own order-0 (i.i.d.) entropy."""
+    counts = np.bincount(symbols)
+    counts = counts[counts > 0]
+    return float(-(counts * np.log2(counts / max(symbols.size, 1))).sum())
+
+
 def _gap_positions(symbols, width):
     escape = (1 << width) - 1
     symbols = symbols.astype(np.int64)
@@ -427,9 +434,17 @@ def _position_candidates(mask, entropy_coding, shape=None):
     """``(meta, arrays)`` ways to store the nonzero positions of flat ``mask``."""
     out = [({"positions": "bitmask"}, {"positions": np.packbits(mask)})]
     positions = np.flatnonzero(mask)
-    widths = (2, 3, 4, 5, 6, 7, 8) if entropy_coding else (2, 3, 4, 5, 6, 8)
-    for width in widths:
-        symbols = _gap_symbols(positions, width)
+    if entropy_coding:
+        # Every width is a different stream to compress twice; the gap streams
+        # are close to i.i.d., so zlib/LZMA land near their order-0 entropy:
+        # try the two widths whose streams have the lowest.
+        streams = {w: _gap_symbols(positions, w) for w in (2, 3, 4, 5, 6, 7, 8)}
+        widths = sorted(streams, key=lambda w: _order0_bits(streams[w]))[:2]
+    else:
+        widths = (2, 3, 4, 5, 6, 8)
+        streams = {w: _gap_symbols(positions, w) for w in widths}
+    for width in sorted(widths):
+        symbols = streams[width]
         for fmt, stream in _symbol_candidates(symbols, width, entropy_coding):
             gap = {**fmt, "count": int(symbols.size)}
             out.append(({"positions": "gaps", "gap": gap}, {"positions": stream}))

@@ -52,6 +52,12 @@ def _fit_clone(estimator, X, y):
     return clone(estimator).fit(X, y)
 
 
+def _in_cache(fit, *args):
+    """Whether ``joblib.Memory`` holds the result of ``fit(*args)``."""
+    check = getattr(fit, "check_call_in_cache", None)
+    return bool(check is not None and check(*args))
+
+
 def _estimator_has(attr):
     """Delegated methods exist only where the wrapped estimator has them."""
 
@@ -328,9 +334,10 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
                 estimator.check_is_fitted()
             base = copy.deepcopy(estimator)
         else:
-            if not is_compressor(estimator):
-                self._check_net_accepts(clone(estimator).initialize(), X)
             fit = check_memory(self.memory).cache(_fit_clone)
+            # fail before training, not after; a cached base was checked already
+            if not is_compressor(estimator) and not _in_cache(fit, estimator, X, y):
+                self._check_net_accepts(clone(estimator).initialize(), X)
             base = fit(estimator, X, y)
         base_net = base.estimator_ if is_compressor(base) else base
         return base, base_net
