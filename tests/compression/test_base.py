@@ -16,7 +16,7 @@ from skorch.callbacks import Callback
 from torch import nn
 
 import skcompress
-from skcompress.compression import Pruner
+from skcompress.compression import Pruner, Quantizer
 from skcompress.datasets import load_digits_images
 from skcompress.io import dumps
 from skcompress.models import make_digits_net
@@ -209,8 +209,6 @@ def test_clone_keeps_a_prefit_estimator_fitted(data, fitted_net):
     search = GridSearchCV(pruner, {"sparsity": [0.3, 0.6]}, cv=2).fit(*data)
     assert search.best_estimator_.sparsity in (0.3, 0.6)
     # Chaining clones the inner compressor: its prefit net must survive too.
-    from skcompress.compression import Quantizer
-
     chain = Quantizer(pruner, bits=4, finetune_epochs=1, random_state=0).fit(*data)
     assert chain.base_estimator_.estimator is not fitted_net
     assert_same_state(fitted_net, before)
@@ -252,6 +250,34 @@ def test_memory_fits_the_base_once_per_fold(data, tmp_path):
     # 3 folds + the refit on all the data, not 3 x 3 + 1
     assert N_BASE_FITS == 4
     assert search.best_params_["sparsity"] in (0.2, 0.5, 0.8)
+
+
+def test_memory_reuses_the_inner_compressor_of_a_chain(data, tmp_path, monkeypatch):
+    # a grid over the outer Quantizer's bits: the inner Pruner (and its base)
+    # runs once per fold + the refit, not once per candidate and fold
+    global N_BASE_FITS
+    N_BASE_FITS = 0
+    n_prunes = []
+    prune = Pruner._compress_and_finetune
+
+    def counting_prune(self, *args, **kwargs):
+        n_prunes.append(self.sparsity)
+        return prune(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pruner, "_compress_and_finetune", counting_prune)
+    net = make_digits_net(**TINY, callbacks=[("count", CountFits())])
+    search = GridSearchCV(
+        Quantizer(Pruner(net, sparsity=0.5, finetune_epochs=1, memory=str(tmp_path)),
+                  finetune_epochs=1, memory=str(tmp_path)),
+        {"bits": [2, 3, 4]},
+        cv=2,
+    ).fit(*data)
+    assert N_BASE_FITS == 3  # 2 folds + the refit, not 2 x 3 + 1
+    assert len(n_prunes) == 3
+    # the chain still holds both constraints: 50% zeros on a 2**bits codebook
+    w = search.best_estimator_.estimator_.module_.fc1.weight.detach()
+    assert (w == 0).float().mean() >= 0.5 - 1e-3
+    assert torch.unique(w[w != 0]).numel() <= 2 ** search.best_params_["bits"]
 
 
 # ------------------------------------------------------- net conventions
