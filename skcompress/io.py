@@ -624,25 +624,15 @@ def _decode_lines(meta, arrays, shape, n_nonzero):
 
 
 def _lines_candidates(mask, shape):
+    """Lines codings of ``mask``, rows as lines and columns as lines.
+
+    Both orientations are encoded: which one wins depends on the counts and
+    the dropped empty columns, and the ideal sizes do not always predict it
+    (they ignore the entropy coding of the counts).
+    """
     if mask.size > _LINES_MAX_CELLS or mask.size == 0:
         return []
-    # Ranking is the costly part (exact big-integer binomials): encode only
-    # the orientation whose ideal size, sum log2 C(length, count) + counts +
-    # column bitmap, is smaller.
-    transpose = min((False, True), key=lambda t: _lines_bits(mask, shape, t))
-    return [_encode_lines(mask, shape, transpose)]
-
-
-def _lines_bits(mask, shape, transpose):
-    from scipy.special import gammaln
-
-    view = _lines_view(mask, shape, transpose)
-    columns = view.any(axis=0)
-    length = int(columns.sum())
-    counts = view[:, columns].sum(axis=1).astype(np.float64)
-    log_comb = gammaln(length + 1) - gammaln(counts + 1) - gammaln(length - counts + 1)
-    count_bits = 8 * np.dtype(_count_dtype(length)).itemsize * len(counts)
-    return float(log_comb.sum() / np.log(2)) + count_bits + view.shape[1]
+    return [_encode_lines(mask, shape, transpose) for transpose in (False, True)]
 
 
 def _float_candidates(values, entropy_coding, prefix="", with_codebook=True):
