@@ -15,7 +15,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .io import _find_net, bake, tensor_storage_report
+from ._nets import find_net
+from .io import bake, encode_tensors, encoded
 
 __all__ = [
     "count_macs",
@@ -32,7 +33,7 @@ _CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 def _as_module(obj):
     if isinstance(obj, nn.Module):
         return obj
-    return _find_net(obj).module_
+    return find_net(obj).module_
 
 
 def _check_shape(input_shape):
@@ -181,7 +182,7 @@ def model_report(net_or_module, input_shape=None):
         ``"total"``. Columns: ``type``, ``parameters``, ``nonzeros`` (of the
         effective weights), ``stored_bytes`` (bytes of the layer's parameters
         and buffers in the compact format, see
-        :func:`skcompress.io.tensor_storage_report`), ``bits_per_weight``
+        :class:`skcompress.io.EncodedNet`), ``bits_per_weight``
         (``8 * stored_bytes / parameters``) and ``macs`` (see
         :func:`count_macs`).
 
@@ -198,7 +199,12 @@ def model_report(net_or_module, input_shape=None):
     baked = bake(module)
     if shape is None:
         shape = _infer_input_shape(baked)
-    storage = tensor_storage_report(module)
+    # stored bytes come from the one encoding of the file: the fit's own when
+    # the object still holds the net it measured, else one encoding now
+    if isinstance(net_or_module, nn.Module):
+        storage = encode_tensors(module)["stored_bytes"]
+    else:
+        storage = encoded(net_or_module).tensors["stored_bytes"]
     macs = _layer_macs(baked, shape) if shape is not None else None
     rows = {}
     for name, layer in baked.named_modules():
@@ -206,8 +212,8 @@ def model_report(net_or_module, input_shape=None):
         if not params:
             continue
         tensors = [*params, *dict(layer.named_buffers(recurse=False))]
-        stored = sum(storage.get(f"{name}.{t}" if name else t, {})
-                     .get("stored_bytes", 0) for t in tensors)
+        stored = sum(int(storage.get(f"{name}.{t}" if name else t, 0))
+                     for t in tensors)
         n_params = sum(p.numel() for p in params.values())
         rows[name or type(layer).__name__] = {
             "type": type(layer).__name__,

@@ -291,7 +291,7 @@ def test_real_models_round_trip_through_the_file_format(random_8x8, build):
     X, y = random_8x8
     net = NeuralNetClassifier(build(), max_epochs=1, train_split=None,
                               verbose=0).fit(X, y)
-    loaded = loads(dumps(net, entropy_coding=False))
+    loaded = loads(dumps(net))
     assert type(loaded.module_) is type(net.module_)
     np.testing.assert_allclose(loaded.predict_proba(X), net.predict_proba(X),
                                atol=1e-5)

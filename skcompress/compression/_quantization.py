@@ -41,7 +41,9 @@ class Codebook(nn.Module):
         return torch.where(self.indices >= 0, values, torch.zeros_like(values))
 
     def encoding_hint(self):
-        return {"kind": "codebook", "bits": self.bits}
+        # the file stores centroids + one symbol per weight (docs/format.md)
+        return {"kind": "codebook", "bits": self.bits,
+                "centroids": self.centroids.detach()}
 
     def extra_repr(self):
         return f"bits={self.bits}, centroids={self.centroids.numel()}"

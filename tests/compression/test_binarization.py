@@ -168,7 +168,7 @@ def test_save_load_is_exact_and_size_is_file_size(name, request, data, tmp_path)
     np.testing.assert_array_equal(
         load(path).predict_proba(X_test), fitted.predict_proba(X_test)
     )
-    report = tensor_storage_report(fitted.estimator_.module_, entropy_coding=False)
+    report = tensor_storage_report(fitted.estimator_.module_)
     binarized = {k: v for k, v in report.items() if k.endswith("weight")}
     assert [v["encoding"] for k, v in binarized.items() if "fc1" in k] == ["binary"]
 

@@ -146,7 +146,7 @@ def test_uniform_error_is_at_most_half_a_step(base, bits, symmetric, per_channel
         assert qmax - qmin + 1 <= 2**bits
         # the format stores it exactly in a compact encoding (never dense)
         encoding, _, _ = encode_tensor(
-            quantize(weight), quantize.encoding_hint(), entropy_coding=False
+            quantize(weight), quantize.encoding_hint()
         )
         assert encoding not in {"dense", "fp16", "raw"}
         if bits == 8 and per_channel and name == "fc1":
@@ -164,7 +164,7 @@ def test_uniform_straight_through_gradient():
 
 def test_uniform_fitted_weights_on_the_grid(uniform):
     module = uniform.estimator_.module_
-    report = tensor_storage_report(module, entropy_coding=False)
+    report = tensor_storage_report(module)
     for name in LAYERS:
         layer = getattr(module, name)
         grid = constraints_of(layer)[-1]

@@ -1,0 +1,209 @@
+"""Positions of the nonzeros of a tensor, line by line.
+
+The tensor is viewed as a matrix (``reshape(shape[0], -1)``, or its
+transpose: whichever the closed-form cost below says is smaller). Columns
+without any nonzero are dropped through a bitmap; each line stores its number
+of nonzeros ``k`` (of ``l`` kept columns), and the gaps between its nonzeros
+are entropy coded with a geometric model of the line's density ``k / l``.
+Lines of different densities (dead units, dead inputs of a pruned layer) so
+cost about their own entropy ``l * H(k / l)`` bits, within a few bits of the
+enumerative ``log2 C(l, k)``, and decoding is one vectorized pass.
+
+Gap symbols: ``s < 255`` skips ``s`` zeros then places a nonzero; ``255``
+skips 255 zeros and places nothing. Lines are grouped by a density class
+computed with integer arithmetic from ``(k, l)``; one ANS model per class.
+"""
+
+import math
+
+import numpy as np
+
+from ..errors import FormatError
+from . import ans, zstd
+
+__all__ = ["cost_bits", "decode", "encode"]
+
+ESCAPE = 255
+_CLASS_BITS = 16  # densities are classed on a 1/65536 grid ...
+_MANTISSA = 3     # ... as minifloats with a 3-bit mantissa
+_MAX_CLASSES = (_CLASS_BITS + 2) << _MANTISSA
+
+
+def _view(mask, shape, transpose):
+    rows = shape[0] if len(shape) else 1
+    view = mask.reshape(rows, -1)
+    return view.T if transpose else view
+
+
+def _line_bits(counts, length):
+    p = counts / max(length, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return float(np.nansum(length * h))
+
+
+def _side_stream(kept, counts, escapes=()):
+    """Column bitmap, line counts and escapes per class, in one zstd frame."""
+    dtype = np.dtype(_count_dtype(kept.size)).newbyteorder("<")
+    return zstd.compress(np.packbits(kept).tobytes() + counts.astype(dtype).tobytes()
+                         + np.asarray(escapes, dtype="<u4").tobytes())
+
+
+def cost_bits(mask, shape, transpose):
+    """Bits of the positions in one orientation: the lines' ideal cost, the
+    column bitmap and the compressed line counts."""
+    view = _view(mask, shape, transpose)
+    kept = view.any(axis=0)
+    length = int(kept.sum())
+    counts = view[:, kept].sum(axis=1)
+    return _line_bits(counts, length) + 8 * len(_side_stream(kept, counts))
+
+
+def density_class(counts, length):
+    """Integer class of each line's density ``counts / length``, exact so that
+    the decoder derives the same classes from the same counts.
+
+    ``u = (k << 16) // l``; classes 1-7 are ``u`` itself, larger ``u`` keep
+    their bit length and the 3 bits after the leading one (a minifloat).
+    """
+    u = (np.asarray(counts, dtype=np.int64) << _CLASS_BITS) // max(int(length), 1)
+    exponent = np.frexp(u.astype(np.float64))[1].astype(np.int64)  # bit length
+    big = exponent > _MANTISSA
+    shift = np.where(big, exponent - _MANTISSA - 1, 0)
+    mantissa = (u >> shift) & ((1 << _MANTISSA) - 1)
+    return np.where(big, (exponent << _MANTISSA) | mantissa, u)
+
+
+def _class_density(cls):
+    """The density a class stands for, an exact binary fraction."""
+    if cls < 1 << _MANTISSA:
+        u = float(cls)
+    else:
+        exponent, mantissa = cls >> _MANTISSA, cls & ((1 << _MANTISSA) - 1)
+        u = ((1 << _MANTISSA | mantissa) + 0.5) * 2.0 ** (exponent - _MANTISSA - 1)
+    return min(max(u / (1 << _CLASS_BITS), 2.0**-24), 1 - 2.0**-24)
+
+
+def _model(cls):
+    """Geometric gap model of a class: P(s) = (1-p)^s p, P(255) = (1-p)^255,
+    built with multiplications only (identical on every IEEE machine)."""
+    p = _class_density(int(cls))
+    powers = np.cumprod(np.full(ESCAPE, 1.0 - p))  # (1-p)^1 .. (1-p)^255
+    probs = np.empty(ESCAPE + 1)
+    probs[0] = p
+    probs[1:ESCAPE] = p * powers[:ESCAPE - 1]
+    probs[ESCAPE] = powers[ESCAPE - 1]
+    import constriction
+
+    return constriction.stream.model.Categorical(probs / probs.sum(), perfect=False)
+
+
+def _count_dtype(length):
+    return np.uint8 if length <= 0xFF else np.uint16 if length <= 0xFFFF else np.uint32
+
+
+def encode(mask, shape):
+    """``(meta, arrays)`` coding the nonzero positions of boolean ``mask``."""
+    mask = np.asarray(mask, dtype=bool).reshape(shape)
+    transpose = len(shape) > 1 and cost_bits(mask, shape, True) < cost_bits(
+        mask, shape, False)
+    view = _view(mask, shape, transpose)
+    kept = view.any(axis=0)
+    sub = view[:, kept]
+    length = int(sub.shape[1])
+    counts = sub.sum(axis=1)
+    rows, cols = np.nonzero(sub)
+    # gaps within each line
+    first = np.ones(rows.size, dtype=bool)
+    first[1:] = rows[1:] != rows[:-1]
+    previous = np.empty_like(cols)
+    previous[0:1] = -1
+    previous[1:] = cols[:-1]
+    previous[first] = -1
+    gaps = cols - previous - 1
+    escapes = gaps // ESCAPE
+    classes = density_class(counts, length)
+    symbol_class = classes[rows]
+    # expand: each nonzero is `escapes` ESCAPE symbols then its remainder
+    ends = np.cumsum(escapes + 1) - 1
+    symbols = np.full(int(ends[-1]) + 1 if ends.size else 0, ESCAPE, dtype=np.int32)
+    symbols[ends] = gaps % ESCAPE
+    owner = np.repeat(symbol_class, escapes + 1)
+    # stable grouping by class; lines keep their order within a class
+    order = np.argsort(owner, kind="stable")
+    grouped, owner = symbols[order], owner[order]
+    used, starts = np.unique(owner, return_index=True)
+    bounds = list(starts) + [grouped.size]
+    streams = [(grouped[bounds[i]:bounds[i + 1]], _model(c))
+               for i, c in enumerate(used)]
+    words = ans.encode_many(streams)
+    escapes = [int((s == ESCAPE).sum()) for s, _ in streams]
+    meta = {"transpose": bool(transpose)}
+    arrays = [_side_stream(kept, counts, escapes), words.astype("<u4").tobytes()]
+    return meta, arrays
+
+
+def stream_sizes(shape, transpose):
+    """``(n_lines, n_columns)`` of the view, from the shape alone."""
+    rows = shape[0] if len(shape) else 1
+    size = math.prod(shape)
+    n_cols = size // rows if rows else 0
+    return (n_cols, rows) if transpose else (rows, n_cols)
+
+
+def decode(meta, side, words, shape, n_nonzero):
+    """Flat sorted positions of the nonzeros; every count is checked first."""
+    transpose = bool(meta["transpose"])
+    n_lines, n_cols = stream_sizes(shape, transpose)
+    dtype = np.dtype(_count_dtype(n_cols)).newbyteorder("<")
+    n_bitmap = (n_cols + 7) // 8
+    fixed = n_bitmap + n_lines * dtype.itemsize
+    side = zstd.decompress(side, fixed, fixed + 4 * _MAX_CLASSES)
+    columns = np.frombuffer(side, dtype=np.uint8, count=n_bitmap)
+    kept_ids = np.flatnonzero(np.unpackbits(columns, count=n_cols))
+    length = int(kept_ids.size)
+    counts = np.frombuffer(side, dtype=dtype, offset=n_bitmap,
+                           count=n_lines).astype(np.int64)
+    if (len(side) - fixed) % 4:
+        raise FormatError("sparse escape counts have an invalid length")
+    escapes = np.frombuffer(side, dtype="<u4", offset=fixed).astype(np.int64)
+    if counts.size and (counts.min() < 0 or counts.max() > length):
+        raise FormatError("sparse line counts do not match the tensor")
+    if int(counts.sum()) != n_nonzero:
+        raise FormatError("sparse line counts do not add up to the nonzeros")
+    classes = density_class(counts, length)
+    used = np.unique(classes[counts > 0])
+    if used.size != escapes.size:
+        raise FormatError("sparse escape counts do not match the line classes")
+    # a line of length l holds at most k values and l // 255 escapes
+    lines_of = {int(c): np.flatnonzero((classes == c) & (counts > 0)) for c in used}
+    parts = []
+    for c, n_escapes in zip(used.tolist(), escapes.tolist()):
+        lines = lines_of[c]
+        if n_escapes > lines.size * (length // ESCAPE + 1):
+            raise FormatError("sparse position stream is longer than its lines allow")
+        parts.append((int(counts[lines].sum()) + n_escapes, _model(c)))
+    if len(words) % 4:
+        raise FormatError("sparse position stream has an invalid length")
+    decoded = ans.decode_many(np.frombuffer(words, dtype="<u4"), parts)
+    line_of, col_of = [], []
+    for c, symbols in zip(used.tolist(), decoded):
+        lines = lines_of[c]
+        is_value = symbols < ESCAPE
+        if int(is_value.sum()) != int(counts[lines].sum()) or not is_value[-1]:
+            raise FormatError("sparse position stream does not match the counts")
+        advance = np.cumsum(symbols.astype(np.int64) + is_value)
+        pos = advance[is_value] - 1  # position in the concatenation of lines
+        owner = np.repeat(lines, counts[lines])
+        last = np.cumsum(counts[lines]) - 1  # each line's last value
+        base = np.zeros(lines.size, dtype=np.int64)
+        base[1:] = pos[last[:-1]] + 1
+        within = pos - np.repeat(base, counts[lines])
+        if within.size and within.max() >= length:
+            raise FormatError("sparse positions run past their line")
+        line_of.append(owner)
+        col_of.append(kept_ids[within])
+    line_of = np.concatenate(line_of) if line_of else np.zeros(0, np.int64)
+    col_of = np.concatenate(col_of) if col_of else np.zeros(0, np.int64)
+    flat = col_of * n_lines + line_of if transpose else line_of * n_cols + col_of
+    return np.sort(flat)

@@ -1,0 +1,28 @@
+"""The one error of the file format, and its hard limits (docs/format.md)."""
+
+__all__ = ["FormatError", "LIMITS"]
+
+
+class FormatError(ValueError):
+    """A file is not a valid, intact skcompress file, or asks for too much.
+
+    Every failure of :func:`skcompress.load` is a ``FormatError`` (a
+    ``ValueError``), whatever the file holds: truncated, corrupted, crafted,
+    of another version, or naming a class that is not trusted.
+    """
+
+
+# Hard limits, checked before anything is allocated or decompressed. The total
+# decoded size has its own, caller-raisable limit (``load(max_bytes=...)``).
+LIMITS = {
+    "header_bytes": 16 * 2**20,   # decompressed JSON header
+    "depth": 64,                  # nesting of the JSON header
+    "tensors": 100_000,           # tensor entries
+    "modules": 100_000,           # module tree nodes
+    "ndim": 8,                    # dimensions of one tensor
+    "elements": 2**31 - 1,        # elements of one tensor
+    "streams": 16,                # byte streams of one tensor
+    "file_bytes": 2**34,          # 16 GiB: larger files are refused unread
+    "min_max_bytes": 64 * 2**20,  # default max_bytes floor ...
+    "expansion": 1024,            # ... or this many times the file's size
+}

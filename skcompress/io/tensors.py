@@ -1,0 +1,465 @@
+"""Per-tensor encodings: chosen from the constraint's own description.
+
+A tensor's encoding follows from the ``encoding_hint()`` of the constraints
+(parametrizations) that produced it, never from a trial search:
+
+=================  ==========================================================
+hints              encoding
+=================  ==========================================================
+``sparse``         ``sparse``: positions (:mod:`.codecs.positions`) + values
+                   (``dense``, ``fp16``, or ``codebook`` with a codebook hint)
+``codebook``       ``codebook``: centroids + one symbol per weight
+``uniform``        ``uniform``: integers + scale and zero point per channel
+``binary``         ``binary``: one sign bit per weight + one scale per row
+none               ``fp16`` when every value is exactly a float16, else
+                   ``dense`` (float32); ``sparse`` when at most half of the
+                   values are nonzero; ``raw`` for other dtypes
+=================  ==========================================================
+
+Every encoding is decoded and compared with the tensor (equal bit patterns,
+or equal values: only the sign of a zero may change); one that does not
+reproduce it exactly is replaced by ``dense``. Symbol streams are entropy
+coded: with ANS (:mod:`.codecs.ans`) up to ``ANS_MAX_SYMBOLS`` symbols, with
+zstd over byte-aligned packed symbols above (30x faster to decode, within
+about 1 % of the entropy on large streams; docs/format.md, "Codecs").
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .codecs import ans, bits, positions, zstd
+from .errors import FormatError
+
+__all__ = ["DTYPES", "EncodedTensor", "decode", "decode_tensor", "encode",
+           "encode_tensor", "same"]
+
+ANS_MAX_SYMBOLS = 1 << 18
+DTYPES = {
+    "float32": np.float32, "float16": np.float16, "float64": np.float64,
+    "bfloat16": None, "int8": np.int8, "int16": np.int16, "int32": np.int32,
+    "int64": np.int64, "uint8": np.uint8, "bool": np.bool_,
+}
+DTYPES.pop("bfloat16")
+
+
+@dataclass
+class EncodedTensor:
+    """What one tensor becomes: an encoding, its JSON metadata, its streams."""
+
+    encoding: str
+    meta: dict
+    streams: list = field(default_factory=list)
+
+    @property
+    def stored_bytes(self):
+        return sum(len(s) for s in self.streams)
+
+
+def _le(array, dtype):
+    return np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")
+                                ).tobytes()
+
+
+# ------------------------------------------------------------------ symbols
+_MAX_CLASSES = 8
+
+
+def _table_cost(symbols_by_class, n_symbols):
+    """Bytes of classed order-0 coding: entropies plus frequency tables."""
+    bits = 0.0
+    for group in symbols_by_class:
+        counts = np.bincount(group, minlength=n_symbols)
+        counts = counts[counts > 0]
+        bits += float(-(counts * np.log2(counts / counts.sum())).sum())
+    return bits / 8 + 2 * n_symbols * len(symbols_by_class)
+
+
+def _row_classes(symbols, row_of, rows, n_symbols):
+    """Class of each row: rows ranked by their spread around the most common
+    symbol and cut into 1, 2, 4 or 8 equal groups, whichever the closed-form
+    cost (entropies + tables + class ids) says is smallest."""
+    mode = np.bincount(symbols, minlength=n_symbols).argmax()
+    per_row = np.bincount(row_of, minlength=rows)
+    spread = np.bincount(row_of, weights=np.abs(symbols.astype(np.int64) - mode),
+                         minlength=rows) / np.maximum(per_row, 1)
+    order = np.argsort(spread, kind="stable")
+    best, best_cost = np.zeros(rows, dtype=np.uint8), None
+    for n_classes in (1, 2, 4, 8):
+        if n_classes > 1 and rows < 4 * n_classes:
+            break
+        classes = np.empty(rows, dtype=np.uint8)
+        classes[order] = (np.arange(rows) * n_classes // rows).astype(np.uint8)
+        of_symbol = classes[row_of]
+        cost = _table_cost([symbols[of_symbol == c] for c in range(n_classes)],
+                           n_symbols) + (rows * math.log2(n_classes) / 8)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = classes, cost
+    return best
+
+
+def _rows_of(count, rows, row_of):
+    """Row of each symbol: given, or ``count / rows`` symbols per row."""
+    if row_of is not None:
+        return row_of
+    if rows < 1 or count % rows:
+        raise FormatError("row classes do not match the tensor")
+    return np.repeat(np.arange(rows), count // rows)
+
+
+def _encode_symbols(symbols, n_symbols, rows=1, row_of=None):
+    """``(meta, streams)`` of integer symbols in ``[0, n_symbols)``.
+
+    Up to ``ANS_MAX_SYMBOLS`` symbols: ANS, with one frequency table per
+    class of rows (``symbols`` seen as ``rows`` lines: output units whose
+    weights spread differently get their own model); above: zstd over the
+    byte-aligned packed symbols.
+    """
+    symbols = np.asarray(symbols).ravel()
+    width = bits.width_for(n_symbols)
+    if symbols.size > ANS_MAX_SYMBOLS:
+        return ({"n": int(n_symbols), "codec": "zstd"},
+                [zstd.compress(bits.pack(symbols, width).tobytes())])
+    packed = bits.packed_size(symbols.size, width)
+    if packed <= _table_cost([symbols], n_symbols) + 4:
+        # a short stream: its frequency table would cost more than it saves
+        return ({"n": int(n_symbols), "codec": "packed"},
+                [bits.pack(symbols, width).tobytes()])
+    classes = np.zeros(1, dtype=np.uint8)
+    if rows > 1 and symbols.size:
+        row_of = _rows_of(symbols.size, rows, row_of)
+        classes = _row_classes(symbols, row_of, rows, n_symbols)
+    n_classes = int(classes.max()) + 1
+    of_symbol = classes[row_of] if n_classes > 1 else np.zeros(symbols.size, np.uint8)
+    tables, streams = [], []
+    for c in range(n_classes):
+        group = symbols[of_symbol == c]
+        freq = ans.frequencies(group, n_symbols)
+        tables.append(freq)
+        streams.append((group, ans.model(freq) if group.size else None))
+    words = ans.encode_many([(g, m) for g, m in streams if g.size])
+    meta = {"n": int(n_symbols), "codec": "ans", "classes": n_classes}
+    out = [_le(np.concatenate(tables), np.uint16)]
+    if n_classes > 1:
+        out.append(zstd.compress(classes.tobytes()))
+    return meta, out + [_le(words, np.uint32)]
+
+
+def _decode_symbols(meta, take, count, rows=1, row_of=None):
+    n_symbols, codec = meta["n"], meta["codec"]
+    if not isinstance(n_symbols, int) or not 1 <= n_symbols <= 256:
+        raise FormatError("a symbol alphabet must have 1 to 256 symbols")
+    if codec == "ans":
+        n_classes = meta.get("classes", 1)
+        if n_classes not in range(1, _MAX_CLASSES + 1) or count > ANS_MAX_SYMBOLS:
+            raise FormatError("an entropy-coded stream has an invalid layout")
+        tables = np.frombuffer(take(2 * n_symbols * n_classes), dtype="<u2"
+                               ).reshape(n_classes, n_symbols)
+        of_symbol = np.zeros(count, dtype=np.uint8)
+        if n_classes > 1:
+            if rows < 2:
+                raise FormatError("row classes do not match the tensor")
+            classes = np.frombuffer(zstd.decompress(take(), rows), dtype=np.uint8)
+            if classes.max() >= n_classes:
+                raise FormatError("a row class is out of range")
+            of_symbol = classes[_rows_of(count, rows, row_of)]
+        words = take()
+        if len(words) % 4 or len(words) > 4 * (count + 2):
+            raise FormatError("an entropy-coded stream has an invalid length")
+        sizes = np.bincount(of_symbol, minlength=n_classes)
+        parts = [(int(n), ans.model(t) if n else None) for n, t in zip(sizes, tables)]
+        decoded = ans.decode_many(np.frombuffer(words, dtype="<u4"), parts)
+        out = np.empty(count, dtype=np.int32)
+        for c, part in enumerate(decoded):
+            out[of_symbol == c] = part
+        if out.size and (out.min() < 0 or out.max() >= n_symbols):
+            raise FormatError("an entropy-coded symbol is out of range")
+        return out
+    if codec in ("zstd", "packed"):
+        width = bits.width_for(n_symbols)
+        raw = take()
+        if codec == "zstd":
+            raw = zstd.decompress(raw, bits.packed_size(count, width))
+        out = bits.unpack(raw, width, count)
+        if width == 8 and n_symbols < 256 and out.size and out.max() >= n_symbols:
+            raise FormatError("a packed symbol is out of range")
+        return out
+    raise FormatError(f"unknown symbol codec {codec!r}")
+
+
+# ------------------------------------------------------------------ values
+def _float_values(values):
+    """Meta and streams of float32 values: fp16 when exact, else float32."""
+    half = values.astype(np.float16)
+    if same(half.astype(np.float32), values):
+        return {"enc": "fp16"}, [_le(half, np.float16)]
+    return {"enc": "dense"}, [_le(values, np.float32)]
+
+
+def _codebook_values(values, centroids=None, rows=1, row_of=None):
+    """Centroids + symbols, or None when the values are not a codebook."""
+    if centroids is None:
+        centroids = np.unique(values)
+    else:
+        # a codebook constraint leaves pruned weights at exactly zero
+        zero = np.zeros(1 if (values == 0).any() else 0, dtype=np.float32)
+        centroids = np.unique(np.concatenate(
+            [np.asarray(centroids, dtype=np.float32).ravel(), zero]))
+    if not 1 <= centroids.size <= 256:
+        return None
+    index = np.searchsorted(centroids, values).clip(0, centroids.size - 1)
+    if not same(centroids[index], values):
+        return None
+    sym_meta, streams = _encode_symbols(index, centroids.size, rows, row_of)
+    return ({"enc": "codebook", "k": int(centroids.size), "sym": sym_meta},
+            [_le(centroids, np.float32), *streams])
+
+
+def _decode_values(meta, take, count, rows=1, row_of=None):
+    enc = meta["enc"]
+    if enc == "dense":
+        return _array(take(4 * count), np.float32, count)
+    if enc == "fp16":
+        return _array(take(2 * count), np.float16, count).astype(np.float32)
+    if enc == "codebook":
+        k = meta["k"]
+        if not isinstance(k, int) or not 1 <= k <= 256 or meta["sym"]["n"] != k:
+            raise FormatError("a codebook must have 1 to 256 centroids")
+        centroids = _array(take(4 * k), np.float32, k)
+        return centroids[_decode_symbols(meta["sym"], take, count, rows, row_of)]
+    raise FormatError(f"unknown value encoding {enc!r}")
+
+
+def _array(data, dtype, count):
+    dtype = np.dtype(dtype).newbyteorder("<")
+    if len(data) != dtype.itemsize * count:
+        raise FormatError("a stream has the wrong length for its tensor")
+    return np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("="))
+
+
+# ---------------------------------------------------------------- encodings
+def _uniform(w, hint):
+    """Integers ``q`` with ``(q - zero_point).astype(float32) * scale == w``."""
+    scale = np.asarray(hint["scale"], dtype=np.float32).ravel()
+    zero_point = np.asarray(hint.get("zero_point", 0), dtype=np.float64).ravel()
+    if (not np.all(np.isfinite(scale)) or np.any(scale == 0)
+            or np.any(zero_point != np.round(zero_point))):
+        return None
+    zero_point = zero_point.astype(np.int64)
+    channels = 1 if scale.size == 1 and zero_point.size == 1 else (
+        w.shape[0] if w.ndim else 0)
+    if channels == 0 or scale.size not in (1, channels) or zero_point.size not in (
+            1, channels):
+        return None
+    scale = np.broadcast_to(scale, (channels,))
+    zero_point = np.broadcast_to(zero_point, (channels,))
+    rows = w.reshape(channels, -1)
+    q = np.rint(rows / scale[:, None]).astype(np.int64) + zero_point[:, None]
+    q_min = int(q.min()) if q.size else 0
+    span = int(q.max()) - q_min + 1 if q.size else 1
+    if span > 256:
+        return None
+    sym_meta, streams = _encode_symbols(q - q_min, span, channels)
+    if (zero_point == zero_point[0]).all():
+        zero_point = zero_point[:1]
+    meta = {"channels": int(channels), "q_min": q_min, "sym": sym_meta,
+            "zero_points": int(zero_point.size)}
+    return EncodedTensor("uniform", meta, [
+        _le(scale, np.float32), _le(zero_point, np.int32), *streams])
+
+
+def _binary(w):
+    if w.ndim == 0 or w.size == 0 or not np.all(w != 0):
+        return None
+    rows = np.abs(w.reshape(w.shape[0], -1))
+    if not (rows == rows[:, :1]).all():
+        return None
+    return EncodedTensor("binary", {}, [np.packbits(np.signbit(w).ravel()).tobytes(),
+                                        _le(rows[:, 0], np.float32)])
+
+
+def _sparse(w, value_hint=None):
+    flat = w.ravel()
+    mask = flat != 0
+    pos_meta, pos_streams = positions.encode(mask, w.shape)
+    values = flat[mask]
+    coded = None
+    if value_hint is not None:
+        rows = w.shape[0]
+        coded = _codebook_values(values, value_hint.get("centroids"), rows,
+                                 np.flatnonzero(mask) // (w.size // rows))
+    if coded is None:
+        coded = _float_values(values)
+    value_meta, value_streams = coded
+    meta = {"nnz": int(mask.sum()), "positions": pos_meta, "values": value_meta}
+    return EncodedTensor("sparse", meta, [*pos_streams, *value_streams])
+
+
+def _dense(w):
+    meta, streams = _float_values(w.ravel())
+    return EncodedTensor(meta["enc"], {}, streams)
+
+
+def _choose(w, hints):
+    kinds = {h.get("kind"): h for h in hints if isinstance(h, dict)}
+    density = np.count_nonzero(w) / max(w.size, 1)
+    if "uniform" in kinds and "scale" in kinds["uniform"]:
+        return _uniform(w, kinds["uniform"])
+    if "codebook" in kinds:
+        if "sparse" in kinds and density <= 0.5:
+            return _sparse(w, kinds["codebook"])
+        coded = _codebook_values(w.ravel(), kinds["codebook"].get("centroids"),
+                                 w.shape[0] if w.ndim else 1)
+        return None if coded is None else EncodedTensor("codebook", *coded)
+    if "binary" in kinds:
+        return _binary(w)
+    # a mask pays for itself below ~97% density; unhinted zeros from half on
+    if density < (0.97 if "sparse" in kinds else 0.5):
+        return _sparse(w)
+    return None
+
+
+def encode(w, hints=()):
+    """Encode one tensor (a numpy array) exactly; see the module docstring."""
+    w = np.ascontiguousarray(w)
+    if w.dtype != np.float32:
+        if w.dtype.name not in DTYPES:
+            raise ValueError(f"tensor of dtype {w.dtype} cannot be stored.")
+        return EncodedTensor("raw", {}, [_le(w, w.dtype)])
+    encoded = None
+    if w.size:
+        try:
+            encoded = _choose(w, list(hints or ()))
+        except (ValueError, TypeError, KeyError):
+            encoded = None
+    if encoded is not None and encoded.encoding not in ("dense", "fp16"):
+        try:
+            ok = same(decode(encoded.encoding, encoded.meta, encoded.streams,
+                             w.shape, "float32"), w)
+        except FormatError:
+            ok = False
+        if not ok:
+            encoded = None
+    return encoded if encoded is not None else _dense(w)
+
+
+def same(decoded, original):
+    """Exact equality: equal bit patterns, or equal values (only +-0 differ)."""
+    decoded = np.asarray(decoded)
+    if decoded.shape != original.shape or decoded.dtype != original.dtype:
+        return False
+    if original.dtype.kind != "f":
+        return bool(np.array_equal(decoded, original))
+    view = {2: np.uint16, 4: np.uint32, 8: np.uint64}[original.dtype.itemsize]
+    return bool(((decoded == original)
+                 | (decoded.view(view) == original.view(view))).all())
+
+
+# ------------------------------------------------------------------ decoding
+def decode(encoding, meta, streams, shape, dtype):
+    """The tensor (numpy, shape ``shape``) an encoding stands for.
+
+    ``streams`` are byte strings, consumed in order; every one must be used.
+    Sizes are checked before anything is decoded.
+    """
+    streams = list(streams)
+    cursor = iter(range(len(streams)))
+
+    def take(expected=None):
+        try:
+            data = streams[next(cursor)]
+        except StopIteration:
+            raise FormatError("a tensor has fewer streams than its encoding needs"
+                              ) from None
+        if expected is not None and len(data) != expected:
+            raise FormatError("a stream has the wrong length for its tensor")
+        return data
+
+    size = math.prod(shape)
+    if encoding == "raw":
+        if dtype not in DTYPES or dtype == "float32":
+            raise FormatError(f"unsupported raw dtype {dtype!r}")
+        out = _array(take(np.dtype(DTYPES[dtype]).itemsize * size), DTYPES[dtype],
+                     size)
+    elif dtype != "float32":
+        raise FormatError(f"encoding {encoding!r} is for float32 tensors")
+    elif encoding in ("dense", "fp16"):
+        out = _decode_values({"enc": encoding}, take, size)
+    elif encoding == "codebook":
+        out = _decode_values({"enc": "codebook", **meta}, take, size,
+                             shape[0] if shape else 1)
+    elif encoding == "uniform":
+        channels = meta["channels"]
+        if channels not in (1, shape[0] if shape else 1) or not isinstance(
+                meta["q_min"], int) or abs(meta["q_min"]) > 2**31:
+            raise FormatError("uniform channels do not match the tensor")
+        scale = _array(take(4 * channels), np.float32, channels)
+        n_zero = meta["zero_points"]
+        if n_zero not in (1, channels):
+            raise FormatError("uniform zero points do not match the tensor")
+        zero_point = np.broadcast_to(_array(take(4 * n_zero), np.int32, n_zero),
+                                     (channels,)).astype(np.int64)
+        q = _decode_symbols(meta["sym"], take, size, channels).reshape(channels, -1)
+        offset = (meta["q_min"] - zero_point).astype(np.float32)
+        out = (q.astype(np.float32) + offset[:, None]) * scale[:, None]
+    elif encoding == "binary":
+        rows = shape[0] if shape else 0
+        if rows == 0:
+            raise FormatError("a binary tensor needs at least one dimension")
+        signs = np.unpackbits(np.frombuffer(take((size + 7) // 8), np.uint8),
+                              count=size).astype(bool).reshape(rows, -1)
+        scale = _array(take(4 * rows), np.float32, rows)
+        out = np.where(signs, -scale[:, None], scale[:, None])
+    elif encoding == "sparse":
+        nnz = meta["nnz"]
+        if not isinstance(nnz, int) or not 0 <= nnz <= size or not shape:
+            raise FormatError("sparse nonzero count does not match the tensor")
+        where = positions.decode(meta["positions"], take(), take(), shape, nnz)
+        out = np.zeros(size, dtype=np.float32)
+        rows = shape[0]
+        out[where] = _decode_values(meta["values"], take, nnz, rows,
+                                    where // (size // rows))
+    else:
+        raise FormatError(f"unknown tensor encoding {encoding!r}")
+    if next(cursor, None) is not None:
+        raise FormatError("a tensor has more streams than its encoding uses")
+    return np.asarray(out).reshape(shape)
+
+
+def _as_numpy(value):
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return value
+
+
+def encode_tensor(tensor, hint=None):
+    """Encode one tensor: ``(encoding, meta, streams)``.
+
+    ``hint`` is an ``encoding_hint()`` dict, or a list of them (the
+    constraint stack, in order); see the module docstring for the rule.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcompress.io import decode_tensor, encode_tensor
+    >>> w = torch.randn(8, 64).sign() * 0.3 * torch.arange(1, 9.0)[:, None]
+    >>> encoding, meta, streams = encode_tensor(w, {"kind": "binary"})
+    >>> encoding, len(streams)
+    ('binary', 2)
+    >>> torch.equal(decode_tensor(encoding, meta, streams, (8, 64)), w)
+    True
+    """
+    hints = [hint] if isinstance(hint, dict) else list(hint or ())
+    hints = [{k: _as_numpy(v) for k, v in h.items()} for h in hints
+             if isinstance(h, dict)]
+    encoded = encode(np.ascontiguousarray(_as_numpy(tensor)), hints)
+    return encoded.encoding, encoded.meta, encoded.streams
+
+
+def decode_tensor(encoding, meta, streams, shape, dtype="float32"):
+    """Decode what :func:`encode_tensor` returned into a CPU ``torch.Tensor``."""
+    import torch
+
+    out = decode(encoding, meta, streams, tuple(shape), dtype)
+    return torch.from_numpy(np.require(out, requirements=["W", "C"]))

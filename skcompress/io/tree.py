@@ -1,0 +1,245 @@
+"""The module tree: a module as constructor kwargs plus what differs.
+
+A node is ``{"class": path, "kwargs": {...}}`` plus, where the module differs
+from a fresh instance built with those kwargs: ``attrs`` (plain attributes),
+``none`` (parameters or buffers set to ``None``), ``children`` (replaced or
+patched submodules, ``[name, node or null]``) and ``drop`` (removed
+submodules). Reference instances are built on the ``meta`` device: building
+one allocates nothing and draws no random numbers.
+"""
+
+import inspect
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import LIMITS, FormatError
+from .registry import check_saveable, resolve
+
+__all__ = ["build", "describe", "encode_value"]
+
+
+def encode_value(value, what):
+    """JSON form of a constructor kwarg or attribute, else raise ValueError."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            raise ValueError(f"{what} is not finite")
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [encode_value(v, what) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        if "__class__" in value:
+            raise ValueError(f"{what} uses the reserved key '__class__'")
+        return {k: encode_value(v, what) for k, v in value.items()}
+    if isinstance(value, type) and issubclass(value, nn.Module):
+        return {"__class__": check_saveable(value)}
+    raise ValueError(f"{what}={value!r} is not a JSON value or nn.Module class")
+
+
+def decode_value(value, registry):
+    if isinstance(value, list):
+        return tuple(decode_value(v, registry) for v in value)
+    if isinstance(value, dict):
+        if set(value) == {"__class__"}:
+            return resolve(value["__class__"], nn.Module, registry)
+        return {k: decode_value(v, registry) for k, v in value.items()}
+    return value
+
+
+def init_kwargs_of(module):
+    """Constructor kwargs of ``module``: ``_init_kwargs`` or read from attributes."""
+    cls = type(module)
+    recorded = getattr(module, "_init_kwargs", None)
+    if isinstance(recorded, dict):
+        return {k: encode_value(v, f"{cls.__name__}._init_kwargs[{k!r}]")
+                for k, v in recorded.items()}
+    kwargs = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name in ("self", "device", "dtype") or param.kind in (
+                param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        value = getattr(module, name, inspect.Parameter.empty)
+        if name == "bias" and (value is None or isinstance(value, torch.Tensor)):
+            value = value is not None
+        try:
+            if value is inspect.Parameter.empty or isinstance(value, torch.Tensor):
+                raise ValueError
+            kwargs[name] = encode_value(value, name)
+        except ValueError:
+            if param.default is inspect.Parameter.empty:
+                raise ValueError(
+                    f"cannot tell the constructor argument {name!r} of "
+                    f"{cls.__qualname__}; store the constructor kwargs in an "
+                    "attribute `_init_kwargs` (a dict of JSON values).") from None
+    return kwargs
+
+
+def construct(cls, kwargs):
+    """``cls(**kwargs)`` on the meta device: no memory, no random numbers."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return cls(**kwargs)
+
+
+def _simple_attrs(module):
+    out = {}
+    for key, value in vars(module).items():
+        if key.startswith("_") or key == "training":
+            continue
+        try:
+            out[key] = encode_value(value, key)
+        except ValueError:
+            continue
+    return out
+
+
+def _own_shapes(module):
+    return {name: tuple(value.shape) for store in (module._parameters,
+                                                   module._buffers)
+            for name, value in store.items() if value is not None}
+
+
+def _diff(module, ref):
+    """What to change on ``ref`` (a fresh instance) to get ``module``'s layout."""
+    mine, theirs = _own_shapes(module), _own_shapes(ref)
+    if any(theirs.get(name, shape) != shape for name, shape in mine.items()):
+        raise ValueError(
+            f"the tensors of {type(module).__qualname__} do not have the shapes "
+            "its constructor kwargs give; store the kwargs that rebuild it in "
+            "`_init_kwargs`.")
+    node = {}
+    mine, theirs = _simple_attrs(module), _simple_attrs(ref)
+    attrs = {k: v for k, v in mine.items() if k in theirs and theirs[k] != v}
+    if attrs:
+        node["attrs"] = attrs
+    none = [name for store in ("_parameters", "_buffers")
+            for name, value in getattr(module, store).items()
+            if value is None and getattr(ref, store).get(name) is not None]
+    if none:
+        node["none"] = none
+    children = []
+    for name, child in module._modules.items():
+        ref_child = ref._modules.get(name)
+        if child is None:
+            if ref_child is not None:
+                children.append([name, None])
+        elif (ref_child is None or type(child) is not type(ref_child)
+              or _own_shapes(child) != _own_shapes(ref_child)):
+            # replaced, or reshaped (channel pruning): rebuilt from its own
+            # constructor kwargs, which the pruner updated
+            children.append([name, describe(child)])
+        else:
+            sub = _diff(child, ref_child)
+            if sub:
+                children.append([name, sub])
+    if children:
+        node["children"] = children
+    dropped = [name for name in ref._modules if name not in module._modules]
+    if dropped:
+        node["drop"] = dropped
+    return node
+
+
+def describe(module, kwargs=None):
+    """A full node: class, constructor kwargs and the differences from them."""
+    cls = type(module)
+    if kwargs is None:
+        kwargs = init_kwargs_of(module)
+    node = {"class": check_saveable(cls)}
+    if kwargs:
+        node["kwargs"] = kwargs
+    try:
+        ref = construct(cls, kwargs)
+    except Exception as exc:
+        raise ValueError(
+            f"{cls.__qualname__}(**{kwargs}) cannot be rebuilt on the meta device "
+            f"({exc}); store the constructor kwargs in an attribute "
+            "`_init_kwargs`.") from None
+    node.update(_diff(module, ref))
+    return node
+
+
+class _Builder:
+    """Rebuilds nodes on the meta device, counting them against the limit."""
+
+    def __init__(self, registry):
+        self.registry = registry
+        self.n_nodes = 0
+
+    def instance(self, cls, kwargs):
+        if not isinstance(kwargs, dict):
+            raise FormatError("module kwargs must be an object")
+        kwargs = {k: decode_value(v, self.registry) for k, v in kwargs.items()}
+        try:
+            return construct(cls, kwargs)
+        except FormatError:
+            raise
+        except Exception as exc:
+            raise FormatError(
+                f"{cls.__qualname__} cannot be built from the file's kwargs "
+                f"({type(exc).__name__}: {exc})") from None
+
+    def build(self, node):
+        if not isinstance(node, dict) or "class" not in node:
+            raise FormatError("a module node has no class")
+        cls = resolve(node["class"], nn.Module, self.registry)
+        module = self.instance(cls, node.get("kwargs", {}))
+        self.patch(module, node)
+        return module
+
+    def patch(self, module, node):
+        self.n_nodes += 1
+        if self.n_nodes > LIMITS["modules"]:
+            raise FormatError("the module tree has too many nodes")
+        if not isinstance(node, dict) or set(node) - {
+                "class", "kwargs", "attrs", "none", "children", "drop"}:
+            raise FormatError("a module node has unknown fields")
+        for key, value in node.get("attrs", {}).items():
+            if key.startswith("_") or key not in vars(module):
+                raise FormatError(f"unexpected attribute {key!r}")
+            reference = vars(module)[key]
+            value = decode_value(value, self.registry)
+            if isinstance(reference, list) and isinstance(value, tuple):
+                value = list(value)
+            setattr(module, key, value)
+        for name in node.get("none", []):
+            if name in module._parameters:
+                module.register_parameter(name, None)
+            elif name in module._buffers:
+                module.register_buffer(name, None)
+            else:
+                raise FormatError(f"unexpected tensor name {name!r}")
+        for name in node.get("drop", []):
+            if module._modules.pop(name, False) is False:
+                raise FormatError(f"cannot drop missing submodule {name!r}")
+        for item in node.get("children", []):
+            if not isinstance(item, list) or len(item) != 2:
+                raise FormatError("invalid submodule entry")
+            name, child = item
+            if not isinstance(name, str) or not name or "." in name:
+                raise FormatError(f"invalid submodule name {name!r}")
+            if child is None:
+                module._modules[name] = None
+            elif "class" in child:
+                if hasattr(module, name) and name not in module._modules:
+                    raise FormatError(f"invalid submodule name {name!r}")
+                module.add_module(name, self.build(child))
+            elif isinstance(module._modules.get(name), nn.Module):
+                self.patch(module._modules[name], child)
+            else:
+                raise FormatError(f"submodule {name!r} is not in the rebuilt module")
+
+
+def build(node, registry, root_cls=None, root_kwargs=None):
+    """The module a node describes, on the meta device (tensors not loaded)."""
+    builder = _Builder(registry)
+    if root_cls is None:
+        return builder.build(node)
+    module = builder.instance(root_cls, root_kwargs or {})
+    builder.patch(module, node)
+    return module
