@@ -1,36 +1,42 @@
 """The fit flow shared by every network compressor.
 
-``BaseCompressor.fit`` does, in order (DESIGN.md, "Compressors"):
+``BaseCompressor.fit`` runs these steps (docs/design.md, "The fit flow").
+Each step returns what it made; ``_fit`` alone sets the fitted attributes,
+from those results, once every step succeeded:
 
-1. base: deep copy of a prefit estimator, or ``clone(estimator).fit(X, y)``
-   (through ``memory`` when given); when ``estimator`` is itself a compressor
-   its fitted net, constraints included, is the base (chaining);
-2. compress a deep copy of the base net's ``module_`` (``_compress``);
-3. fine-tune with the constraints kept exact (``_finetune``);
-4. account: ``size_bytes_`` (file bytes), ``original_size_bytes_``,
-   ``compression_ratio_``, ``report_``.
+1. ``_fit_base(X, y, seed)`` -> ``(base, base_net)``: a deep copy of a prefit
+   estimator, or ``clone(estimator).fit(X, y)`` (through ``memory`` when
+   given); when ``estimator`` is itself a compressor its fitted net,
+   constraints included, is the base (chaining). Gives ``base_estimator_``.
+2. ``_compress_and_finetune(net, X, y, rng)`` -> :class:`CompressionResult`,
+   on a deep copy of the base net, under the fit's seed: ``_compress`` (the
+   technique) then ``_finetune`` with the constraints kept exact. Gives
+   ``estimator_``, the technique's fitted attributes and ``fit_time_``.
+3. ``_account(X)``: ``size_bytes_`` (file bytes), ``compression_ratio_``,
+   ``report_``, from ``original_size_bytes_`` (the dense size of the base).
+4. ``_summarize(result, X)`` -> attributes that need the accounting (none by
+   default; the Distiller's ``size_comparison_``, the Compactor's
+   ``conversion_report_``).
 
 Inside a parallel worker (a joblib worker of ``GridSearchCV(n_jobs=...)``,
 any backend, or a dask worker) the fit limits torch's intra-op threads to the
 worker's share of the machine, so ``n_jobs`` fits do not oversubscribe the
-cores (:func:`_worker_threads`).
+cores (:func:`skcompress._threads.worker_threads`).
 
-Techniques subclass it and implement ``_compress(net, X, y, rng)``; iterative
-ones override ``_compress_and_finetune``. Nothing the user passed in is ever
-touched, and fitted attributes are only set once everything succeeded.
+Techniques subclass it and implement ``_compress(net, X, y, rng)``, which
+changes ``net.module_`` in place and returns the technique's fitted
+attributes; iterative ones override ``_compress_and_finetune``. Nothing the
+user passed in is ever touched.
 """
 
 import copy
 import numbers
-import os
-import sys
-import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from joblib.parallel import get_active_backend
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
@@ -40,7 +46,15 @@ from sklearn.utils.validation import check_is_fitted, check_memory
 from skorch import NeuralNet
 from skorch.callbacks import Callback
 
-__all__ = ["BaseCompressor", "ConstraintCallback", "is_compressor"]
+from .._nets import find_net
+from .._threads import worker_threads
+
+__all__ = [
+    "BaseCompressor",
+    "CompressionResult",
+    "ConstraintCallback",
+    "is_compressor",
+]
 
 
 def is_compressor(obj):
@@ -82,74 +96,55 @@ def _input_shape(X):
 
 
 @contextmanager
-def _seeded(seed):
-    """Seed torch inside the block without leaking into the caller's RNG."""
+def _forked_rng():
+    """Torch's random state (CPU and CUDA) is put back after the block."""
     cuda = torch.cuda.is_available()
     devices = list(range(torch.cuda.device_count())) if cuda else []
     with torch.random.fork_rng(devices=devices):
+        yield
+
+
+@contextmanager
+def _seeded(seed):
+    """Seed torch inside the block without leaking into the caller's RNG."""
+    with _forked_rng():
         torch.manual_seed(seed)
         yield
 
 
-def _worker_thread_budget():
-    """Torch threads a fit may use in a parallel worker; None outside one.
+@dataclass
+class CompressionResult:
+    """What a compression made; ``BaseCompressor._fit`` sets the fitted
+    attributes from it.
 
-    joblib's process backends (loky) and dask's nanny set ``OMP_NUM_THREADS``
-    (``cpu_count() // n_jobs``, resp. 1) before the worker imports torch, so
-    torch already respects that budget there. Workers that share a process
-    (joblib's "threading" backend, dask workers started with
-    ``processes=False``) or inherit torch already initialised (the forked
-    "multiprocessing" backend) get no such variable: they use 1 thread.
+    Attributes
+    ----------
+    net : skorch NeuralNet
+        The compressed, fine-tuned net (``estimator_``).
+    attributes : dict
+        The technique's fitted attributes, ``{"sparsity_": 0.9, ...}``; names
+        end in ``_``. ``original_size_bytes_`` here replaces the default, the
+        dense size of the base net (the Distiller measures its teacher).
+    timings : dict
+        Seconds per step (``"compress"``, ``"finetune"``...), for
+        ``fit_time_``.
+    details : dict
+        What the technique's ``_summarize`` needs besides ``attributes``;
+        never set on the estimator.
     """
-    backend, _ = get_active_backend()
-    in_worker = bool(getattr(backend, "nesting_level", 0))
-    distributed = sys.modules.get("distributed")  # only if the user imported it
-    if not in_worker and distributed is not None:
-        try:
-            distributed.get_worker()
-            in_worker = True
-        except ValueError:
-            pass
-    if not in_worker:
-        return None
-    try:
-        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
-    except ValueError:
-        return 1
 
+    net: object
+    attributes: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
 
-# torch.set_num_threads changes the calling thread's OpenMP pool and the
-# default of threads started later: fits running concurrently in worker
-# threads share one saved value, restored when the last of them ends.
-_threads_lock = threading.Lock()
-_threads_users = 0
-_threads_before = None
-
-
-@contextmanager
-def _worker_threads():
-    """Limit torch's intra-op threads to the worker's budget during a fit.
-
-    Outside parallel workers, or when torch already uses no more threads than
-    the budget (loky and dask worker processes), nothing is changed.
-    """
-    global _threads_users, _threads_before
-    budget = _worker_thread_budget()
-    if budget is None or torch.get_num_threads() <= budget:
-        yield
-        return
-    with _threads_lock:
-        if _threads_users == 0:
-            _threads_before = torch.get_num_threads()
-        _threads_users += 1
-        torch.set_num_threads(budget)
-    try:
-        yield
-    finally:
-        with _threads_lock:
-            _threads_users -= 1
-            if _threads_users == 0:
-                torch.set_num_threads(_threads_before)
+    def __post_init__(self):
+        wrong = [n for n in self.attributes
+                 if n.startswith("_") or not n.endswith("_")]
+        if wrong:
+            raise ValueError(
+                f"fitted attributes are public and end in '_', got {wrong}."
+            )
 
 
 class ConstraintCallback(Callback):
@@ -200,6 +195,10 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         fp32 dense bytes of the uncompressed base net's parameters and buffers.
     size_bytes_ : int
         Bytes of the file :func:`skcompress.save` writes for this compressor.
+    encoded_ : skcompress.io.EncodedNet
+        The fit's one encoding of the compressed net: the file's bytes and
+        the stored bytes of every tensor; ``save`` writes it while the net
+        is unchanged.
     compression_ratio_ : float
         ``original_size_bytes_ / size_bytes_``.
     report_ : pandas.DataFrame
@@ -250,7 +249,7 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         -------
         self
         """
-        with _worker_threads():
+        with worker_threads():
             return self._fit(X, y)
 
     def _fit(self, X, y):
@@ -259,44 +258,70 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         self._check_params(X, y)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         rng = np.random.RandomState(seed)
-        timings = {}
 
         start = time.perf_counter()
-        base, base_net = self._fit_base(X, y)
-        timings["base"] = time.perf_counter() - start
+        base, base_net = self._fit_base(X, y, seed)
+        timings = {"base": time.perf_counter() - start}
 
         net = copy.deepcopy(base_net)
         with _seeded(seed):
             self._check_net_accepts(net, X)
             start = time.perf_counter()
-            timings.update(self._compress_and_finetune(net, X, y, rng))
+            result = self._compress_and_finetune(net, X, y, rng)
+            timings.update(result.timings)
             timings["compress_and_finetune"] = time.perf_counter() - start
-        net.module_.eval()
+        result.net.module_.eval()
 
-        if is_compressor(base):
-            original_size = base.original_size_bytes_
-        else:
-            original_size = _dense_size_bytes(base_net)
-        # Everything succeeded: only now does the compressor hold fitted state.
-        self.base_estimator_ = base
-        self.estimator_ = net
-        self.original_size_bytes_ = int(original_size)
-        self._account(X)
-        self.fit_time_ = timings
+        fitted = {"base_estimator_": base, "estimator_": result.net}
+        if "original_size_bytes_" not in result.attributes:
+            fitted["original_size_bytes_"] = int(
+                base.original_size_bytes_ if is_compressor(base)
+                else _dense_size_bytes(base_net)
+            )
+        fitted.update(result.attributes)
+        # The one place where fitted attributes are set. Should the accounting
+        # fail, the estimator is left as it was before fit.
+        before = dict(vars(self))
+        try:
+            vars(self).update(fitted)
+            self._account(X)
+            vars(self).update(self._summarize(result, X))
+            self.fit_time_ = timings
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
         return self
 
     def _compress_and_finetune(self, net, X, y, rng):
-        """Compress then fine-tune once; iterative techniques override this."""
+        """Compress then fine-tune once; iterative techniques override this.
+
+        Returns
+        -------
+        CompressionResult
+        """
         start = time.perf_counter()
-        self._compress(net, X, y, rng)
+        attributes = self._compress(net, X, y, rng)
         compress_time = time.perf_counter() - start
         start = time.perf_counter()
         self._finetune(net, X, y, self.finetune_epochs)
-        return {"compress": compress_time, "finetune": time.perf_counter() - start}
+        timings = {"compress": compress_time, "finetune": time.perf_counter() - start}
+        return CompressionResult(net, attributes or {}, timings)
 
     def _compress(self, net, X, y, rng):  # pragma: no cover - abstract
-        """Modify ``net.module_`` in place (constraints or new layers)."""
+        """Modify ``net.module_`` in place (constraints or new layers).
+
+        Returns
+        -------
+        dict or None
+            The technique's fitted attributes (see :class:`CompressionResult`).
+        """
         raise NotImplementedError
+
+    def _summarize(self, result, X):
+        """Fitted attributes computed from the accounting (``size_bytes_``,
+        ``report_``) and ``result``; none by default."""
+        return {}
 
     def _check_params(self, X, y):
         """Technique-specific checks that need more than the constraints."""
@@ -324,8 +349,12 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
             for entry in extra:
                 net.callbacks_.remove(entry)
 
-    def _fit_base(self, X, y):
-        """Return ``(base, base_net)``; ``base_net`` must not be modified."""
+    def _fit_base(self, X, y, seed):
+        """Return ``(base, base_net)``; ``base_net`` must not be modified.
+
+        ``seed`` is the fit's seed, for bases that are drawn rather than
+        trained (the Distiller's student).
+        """
         estimator = self.estimator
         if self.prefit:
             if is_compressor(estimator):
@@ -339,8 +368,7 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
             if not is_compressor(estimator) and not _in_cache(fit, estimator, X, y):
                 self._check_net_accepts(clone(estimator).initialize(), X)
             base = fit(estimator, X, y)
-        base_net = base.estimator_ if is_compressor(base) else base
-        return base, base_net
+        return base, find_net(base)
 
     def _check_estimator_type(self):
         if not (is_compressor(self.estimator) or isinstance(self.estimator, NeuralNet)):

@@ -6,12 +6,12 @@ import torch
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from torch.nn.utils import parametrize
 
 from ._base import BaseCompressor, ConstraintCallback
 from ._constraints import (
     add_constraint,
     constraints_of,
+    latent_weight,
     run_with_hooks,
     select_layers,
 )
@@ -93,7 +93,7 @@ def _clip_binarized_latent(module):
     """Keep the latent weights of binarized layers in [-1, 1] (BinaryConnect)."""
     for sub in module.modules():
         if any(isinstance(c, Binarize) for c in constraints_of(sub)):
-            sub.parametrizations.weight.original.clamp_(-1.0, 1.0)
+            latent_weight(sub).clamp_(-1.0, 1.0)
 
 
 def _freeze_binarized(module):
@@ -225,10 +225,7 @@ report_, fit_time_ :
         thresholds = self._activation_thresholds(module, chosen, sample)
         for _, layer in chosen:
             with torch.no_grad():
-                if parametrize.is_parametrized(layer, "weight"):
-                    layer.parametrizations.weight.original.clamp_(-1.0, 1.0)
-                else:
-                    layer.weight.clamp_(-1.0, 1.0)
+                latent_weight(layer).clamp_(-1.0, 1.0)
             add_constraint(
                 layer, Binarize(self.scale, self.mode == "stochastic"), "weight"
             )
@@ -272,9 +269,9 @@ report_, fit_time_ :
         return [("clip_latent", ConstraintCallback(_clip_binarized_latent))]
 
     def _compress_and_finetune(self, net, X, y, rng):
-        timings = super()._compress_and_finetune(net, X, y, rng)
-        _freeze_binarized(net.module_)
-        return timings
+        result = super()._compress_and_finetune(net, X, y, rng)
+        _freeze_binarized(result.net.module_)
+        return result
 
     @property
     def layers_(self):

@@ -18,8 +18,9 @@ import torch
 from sklearn.utils._param_validation import Interval
 from torch import nn
 
+from .._nets import find_net
 from ..blocks import DepthwiseSeparableConv2d
-from ._base import BaseCompressor, _input_shape, is_compressor
+from ._base import BaseCompressor, CompressionResult, _input_shape
 from ._constraints import select_layers
 from ._distillation import DistillationMixin, teacher_logits
 
@@ -234,31 +235,34 @@ report_, fit_time_
             )
         return converted, skipped
 
-    def _compress(self, net, X, y, rng):
-        converted, _ = self._selected(net.module_)
+    def _convert(self, module):
+        """Convert the selected convolutions in place: ``(converted, skipped)``."""
+        converted, skipped = self._selected(module)
         for name in converted:
-            conv = net.module_.get_submodule(name)
-            net.module_.set_submodule(name, convert_conv(conv))
+            module.set_submodule(name, convert_conv(module.get_submodule(name)))
+        return converted, skipped
 
     def _compress_and_finetune(self, net, X, y, rng):
         start = time.perf_counter()
         logits = teacher_logits(net, X)  # the original net, before the rewrite
         teacher_time = time.perf_counter() - start
         start = time.perf_counter()
-        self._compress(net, X, y, rng)
+        converted, skipped = self._convert(net.module_)
         compress_time = time.perf_counter() - start
         start = time.perf_counter()
         self._distill(net, X, y, logits, self.finetune_epochs)
-        return {"teacher": teacher_time, "compress": compress_time,
-                "finetune": time.perf_counter() - start}
+        timings = {"teacher": teacher_time, "compress": compress_time,
+                   "finetune": time.perf_counter() - start}
+        return CompressionResult(net, {"converted_layers_": converted}, timings,
+                                 details={"skipped": skipped})
 
-    def _account(self, X):
+    def _summarize(self, result, X):
+        """``conversion_report_`` and ``conv_macs_ratio_``, from ``report_``."""
         from ..accounting import model_report
 
-        super()._account(X)
-        base = self.base_estimator_
-        base_net = base.estimator_ if is_compressor(base) else base
-        converted, skipped = self._selected(base_net.module_)
+        converted = result.attributes["converted_layers_"]
+        skipped = result.details["skipped"]
+        base_net = find_net(self.base_estimator_)
         shape = _input_shape(X)
         before = model_report(base_net, input_shape=shape)
         after = self.report_ if shape is not None else model_report(self)
@@ -282,11 +286,12 @@ report_, fit_time_
                         "macs_after"]].sum()
         report.loc["total"] = {"converted": bool(report["converted"].any()),
                                "reason": "", **total.to_dict()}
-        self.conversion_report_ = report.astype(
-            {"params_before": "int64", "params_after": "int64"}
-        )
-        self.converted_layers_ = converted
         macs_after = total["macs_after"]
-        self.conv_macs_ratio_ = (
-            float(total["macs_before"] / macs_after) if macs_after else np.nan
-        )
+        return {
+            "conversion_report_": report.astype(
+                {"params_before": "int64", "params_after": "int64"}
+            ),
+            "conv_macs_ratio_": (
+                float(total["macs_before"] / macs_after) if macs_after else np.nan
+            ),
+        }

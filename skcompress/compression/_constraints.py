@@ -8,11 +8,14 @@ made permanent at export by :func:`skcompress.io.bake`.
 
 Rules for every parametrization written for skcompress:
 
-- no ``right_inverse`` (registering must keep the latent tensor as it is, so
-  that :func:`strip_constraints` / :func:`restore_constraints` round-trip);
+- no ``right_inverse``: registering must keep the latent tensor as it is,
+  because pickling stores the latent tensor and registers the constraints on
+  it again (:func:`add_constraint`), and that must give back the same module;
 - plain tensors as buffers / parameters, so the object pickles;
 - optionally ``encoding_hint()`` telling the file format how the effective
   tensor can be stored (see :mod:`skcompress.io`).
+
+See docs/design.md, "Constraints".
 """
 
 import copy
@@ -26,6 +29,8 @@ __all__ = [
     "add_constraint",
     "constraints_of",
     "effective_weight",
+    "give_own_class",
+    "latent_weight",
     "layer_execution_order",
     "run_with_hooks",
     "select_layers",
@@ -67,10 +72,36 @@ def add_constraint(module, constraint, tensor_name="weight"):
     cls = type(module)
     if cls.__dict__.get("__reduce_ex__") is not _reduce_parametrized:
         cls.__reduce_ex__ = _reduce_parametrized
-        # torch's own __deepcopy__ would share the parametrized class between
-        # copies, and remove_parametrizations (bake) on a copy deletes the
-        # property from that shared class, breaking the original.
         cls.__deepcopy__ = _deepcopy_parametrized
+
+
+def give_own_class(module):
+    """Give a parametrized ``module`` a class of its own (in place); return it.
+
+    torch makes one ``ParametrizedX`` class per parametrized module and keeps
+    the parametrized tensors as properties of that class. torch's deep copy of
+    such a module shares the class with the original, and removing a
+    parametrization from the copy (baking it) deletes the property from the
+    shared class, which breaks the original. A copy that is given its own
+    class (same bases, same namespace) can be baked safely.
+
+    Examples
+    --------
+    >>> import copy, torch
+    >>> from torch.nn.utils import parametrize
+    >>> from skcompress.compression._constraints import give_own_class
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> _ = parametrize.register_parametrization(layer, "weight", torch.nn.Identity())
+    >>> twin = give_own_class(copy.deepcopy(layer))
+    >>> _ = parametrize.remove_parametrizations(twin, "weight")
+    >>> type(twin) is torch.nn.Linear, tuple(layer.weight.shape)
+    (True, (2, 2))
+    """
+    cls = type(module)
+    namespace = {k: v for k, v in vars(cls).items()
+                 if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, namespace)
+    return module
 
 
 def _reduce_parametrized(module, protocol):
@@ -104,10 +135,11 @@ def _reduce_parametrized(module, protocol):
 
 
 def _deepcopy_parametrized(module, memo):
-    rebuild, args = _reduce_parametrized(module, None)
-    copied = rebuild(*copy.deepcopy(args, memo))
+    """torch's deep copy of a parametrized module, with a class of its own."""
+    copied = module.__new__(type(module))
     memo[id(module)] = copied
-    return copied
+    copied.__dict__ = copy.deepcopy(module.__dict__, memo)
+    return give_own_class(copied)
 
 
 def _rebuild_parametrized(plain, records):
@@ -127,6 +159,16 @@ def constraints_of(module, tensor_name="weight"):
 def effective_weight(module, tensor_name="weight"):
     """The tensor the forward pass uses, detached."""
     return getattr(module, tensor_name).detach()
+
+
+def latent_weight(module, tensor_name="weight"):
+    """The stored tensor under the constraints: the one the optimizer updates.
+
+    ``module.<tensor_name>`` itself when it carries no constraint.
+    """
+    if parametrize.is_parametrized(module, tensor_name):
+        return module.parametrizations[tensor_name].original
+    return getattr(module, tensor_name)
 
 
 def run_with_hooks(module, example_input, handles):

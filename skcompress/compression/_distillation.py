@@ -28,17 +28,20 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, check_memory
 from skorch import NeuralNet
 from skorch.dataset import Dataset
 from torch import nn
 
+from .._nets import find_net
 from ._base import (
     BaseCompressor,
+    CompressionResult,
+    _dense_size_bytes,
     _first_samples,
     _fit_clone,
+    _forked_rng,
     _input_shape,
     _seeded,
     is_compressor,
@@ -138,24 +141,27 @@ class DistillationDataset(Dataset):
         return Xi, (yi, self.teacher_logits[i])
 
 
-def _unwrap(model):
-    """The fitted skorch net behind a teacher (through compressors and
-    ``FrozenEstimator``), or None for any other classifier."""
-    for _ in range(64):
-        if isinstance(model, NeuralNet):
-            return model
-        if is_compressor(model):
-            model = getattr(model, "estimator_", model.estimator)
-        elif type(model).__name__ == "FrozenEstimator":
-            model = model.estimator
-        else:
-            return None
-    return None
+def _unfrozen(model):
+    """The estimator inside ``FrozenEstimator`` wrappers, else ``model``."""
+    while type(model).__name__ == "FrozenEstimator":
+        model = model.estimator
+    return model
+
+
+def _is_net(model):
+    """Whether ``model`` is a skorch net or a compressor (frozen or not)."""
+    model = _unfrozen(model)
+    return isinstance(model, NeuralNet) or is_compressor(model)
+
+
+def _teacher_net(model):
+    """The fitted skorch net behind a teacher, or None for any other classifier."""
+    return find_net(_unfrozen(model)) if _is_net(model) else None
 
 
 def _teacher_input(model, X):
     """scikit-learn estimators take tables: images are flattened for them."""
-    if _unwrap(model) is None and getattr(X, "ndim", 2) > 2:
+    if not _is_net(model) and getattr(X, "ndim", 2) > 2:
         return np.asarray(X).reshape(len(X), -1)
     return X
 
@@ -169,7 +175,7 @@ def teacher_logits(teacher, X):
     ``predict_proba`` clipped to ``[eps, 1]`` (``eps`` = float32 epsilon);
     images are flattened to 2-D for it.
     """
-    net = _unwrap(teacher)
+    net = _teacher_net(teacher)
     if net is not None:
         with torch.no_grad():
             out = net.forward(X, training=False, device="cpu").float()
@@ -255,7 +261,7 @@ def _net_summary(model, input_shape, file_bytes=None):
     from ..accounting import count_macs, count_parameters, dense_size_bytes
     from ..io import dumps
 
-    net = _unwrap(model)
+    net = _teacher_net(model)
     if net is None:
         return dict(params=np.nan, dense_bytes=np.nan, file_bytes=np.nan,
                     macs=np.nan)
@@ -276,13 +282,14 @@ class Distiller(DistillationMixin, BaseCompressor):
     where ``teacher_T`` / ``student_T`` are the softmax of the logits divided
     by the temperature ``T``. The teacher's outputs are computed once per fit.
 
-    This replaces the base flow's "fit the base, compress, fine-tune": an
-    unfitted student is trained from its initialisation for its own
-    ``max_epochs``; a prefit student (``prefit=True``) is fine-tuned for
-    ``finetune_epochs``. Either way with the distillation loss, the student's
-    optimizer, and ``finetune_lr`` when given. ``estimator_`` is a plain skorch
-    net of the student's class: it predicts from ``X`` alone and saves with
-    :func:`skcompress.save`.
+    In the shared fit flow the student is the base: an unfitted student is
+    only initialised (not fitted) and then trained from its initialisation
+    for its own ``max_epochs``; a prefit student (``prefit=True``) is
+    fine-tuned for ``finetune_epochs``. The compression step fits (or copies)
+    the teacher and trains the student, with the distillation loss, the
+    student's optimizer, and ``finetune_lr`` when given. ``estimator_`` is a
+    plain skorch net of the student's class: it predicts from ``X`` alone and
+    saves with :func:`skcompress.save`.
 
     Parameters
     ----------
@@ -346,8 +353,9 @@ class Distiller(DistillationMixin, BaseCompressor):
     report_ : pandas.DataFrame
         Per-layer report of the student.
     fit_time_ : dict
-        Seconds: ``base`` (teacher fit and student set-up), ``teacher``
-        (computing its logits once), ``finetune`` (the distillation training).
+        Seconds: ``base`` (student set-up), ``teacher`` (fitting or copying
+        the teacher and computing its logits once), ``finetune`` (the
+        distillation training).
 
     See Also
     --------
@@ -410,27 +418,6 @@ class Distiller(DistillationMixin, BaseCompressor):
         self.alpha = alpha
         self.teacher_prefit = teacher_prefit
 
-    def fit(self, X, y):
-        """Fit the teacher if needed, then train the student by distillation.
-
-        Parameters
-        ----------
-        X : array-like
-            Input of the student (and of the teacher; flattened to 2-D for a
-            teacher that is not a net).
-        y : array-like of shape (n_samples,)
-            Class labels ``0 .. n_classes - 1``.
-
-        Returns
-        -------
-        self
-        """
-        try:
-            return super().fit(X, y)
-        finally:
-            # The fitted teacher and its logits only travel between the hooks.
-            self.__dict__.pop("_distill_state", None)
-
     def _prefit_params(self):
         prefit = super()._prefit_params()
         return (*prefit, "teacher") if self.teacher_prefit else prefit
@@ -451,28 +438,45 @@ class Distiller(DistillationMixin, BaseCompressor):
                 "from its initialisation."
             )
 
-    def _fit_base(self, X, y):
+    def _fit_base(self, X, y, seed):
         if self.prefit:
-            base, student = super()._fit_base(X, y)
-        else:
-            # Trained from its initialisation, drawn under the compressor's
-            # seed (a SeedTorch callback on the student takes precedence).
-            seed = check_random_state(self.random_state).randint(
-                np.iinfo(np.int32).max
-            )
-            base = clone(self.estimator)
-            with _seeded(seed):
-                base.initialize()
-            student = base
-        self._check_net_accepts(student, X)
-        teacher = self._fit_teacher(X, y)
+            return super()._fit_base(X, y, seed)
+        # Trained from its initialisation, drawn under the compressor's seed
+        # (a SeedTorch callback on the student takes precedence).
+        student = clone(self.estimator)
+        with _seeded(seed):
+            student.initialize()
+        return student, student
+
+    def _compress_and_finetune(self, net, X, y, rng):
         start = time.perf_counter()
-        logits = teacher_logits(teacher, X)
+        # Outside the fit's seeded random stream, which stays the student's.
+        with _forked_rng():
+            teacher = self._fit_teacher(X, y)
+            logits = teacher_logits(teacher, X)
+            self._check_classes(teacher, logits, net, X, y)
         teacher_time = time.perf_counter() - start
-        self._check_classes(teacher, logits, student, X, y)
-        self._distill_state = {"teacher": teacher, "logits": logits,
-                               "time": teacher_time}
-        return base, student
+        _student_outputs(net)  # fail early on an unsupported criterion
+        epochs = self.finetune_epochs if self.prefit else net.max_epochs
+        start = time.perf_counter()
+        self._distill(net, X, y, logits, epochs)
+        timings = {"teacher": teacher_time, "finetune": time.perf_counter() - start}
+        attributes = {"teacher_": teacher}
+        if is_compressor(teacher):
+            attributes["original_size_bytes_"] = int(teacher.original_size_bytes_)
+        elif _teacher_net(teacher) is not None:
+            teacher_net = _teacher_net(teacher)
+            attributes["original_size_bytes_"] = _dense_size_bytes(teacher_net)
+        return CompressionResult(net, attributes, timings)
+
+    def _summarize(self, result, X):
+        input_shape = _input_shape(X)
+        summaries = [
+            _net_summary(result.attributes["teacher_"], input_shape),
+            _net_summary(self.estimator_, input_shape, self.size_bytes_),
+        ]
+        comparison = pd.DataFrame(summaries, index=["teacher", "student"])
+        return {"size_comparison_": comparison}
 
     def _fit_teacher(self, X, y):
         teacher = self.teacher
@@ -522,27 +526,3 @@ class Distiller(DistillationMixin, BaseCompressor):
                 f"student's {n_student} outputs (and the teacher's {shown})."
             )
 
-    def _compress_and_finetune(self, net, X, y, rng):
-        state = self._distill_state
-        epochs = self.finetune_epochs if self.prefit else net.max_epochs
-        _student_outputs(net)  # fail early on an unsupported criterion
-        start = time.perf_counter()
-        self._distill(net, X, y, state["logits"], epochs)
-        return {"teacher": state["time"], "finetune": time.perf_counter() - start}
-
-    def _account(self, X):
-        from ..accounting import dense_size_bytes
-
-        teacher = self._distill_state["teacher"]
-        if is_compressor(teacher):
-            self.original_size_bytes_ = int(teacher.original_size_bytes_)
-        elif _unwrap(teacher) is not None:
-            self.original_size_bytes_ = int(dense_size_bytes(_unwrap(teacher)))
-        super()._account(X)
-        input_shape = _input_shape(X)
-        self.size_comparison_ = pd.DataFrame(
-            [_net_summary(teacher, input_shape),
-             _net_summary(self.estimator_, input_shape, self.size_bytes_)],
-            index=["teacher", "student"],
-        )
-        self.teacher_ = teacher

@@ -285,28 +285,6 @@ class LowRankCompressor(BaseCompressor):
         self.method = method
         self.layers = layers
 
-    def fit(self, X, y=None):
-        """Factorize, fine-tune and account; see :class:`LowRankCompressor`.
-
-        Parameters
-        ----------
-        X : array-like
-            Training input the net accepts.
-        y : array-like, default=None
-            Targets.
-
-        Returns
-        -------
-        self
-        """
-        self._decisions = None
-        try:
-            super().fit(X, y)
-            self.factorized_layers_, self.skipped_layers_ = self._decisions
-        finally:
-            del self._decisions
-        return self
-
     def _check_params(self, X, y):
         if self.rank is None and self.energy is None:
             raise ValueError("rank=None needs energy=<float in (0, 1]>.")
@@ -363,7 +341,7 @@ class LowRankCompressor(BaseCompressor):
         # Replace only once every layer succeeded: errors leave `net` whole.
         for name, new in replacements:
             module.set_submodule(name, new)
-        self._decisions = (factorized, skipped)
+        return {"factorized_layers_": factorized, "skipped_layers_": skipped}
 
     def _factorize(self, name, layer, weight, spec):
         """``(rank, factor weights, new module or None)`` for one layer."""

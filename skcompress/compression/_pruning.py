@@ -21,8 +21,14 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from skorch.utils import to_tensor
 from torch import nn
 
-from ._base import BaseCompressor, _first_samples
-from ._constraints import Mask, add_constraint, constraints_of, select_layers
+from ._base import BaseCompressor, CompressionResult, _first_samples
+from ._constraints import (
+    Mask,
+    add_constraint,
+    constraints_of,
+    latent_weight,
+    select_layers,
+)
 
 __all__ = [
     "Pruner",
@@ -93,7 +99,7 @@ def weight_importance(layers, criterion, *, generator=None):
         elif criterion == "random":
             score = torch.rand(weight.shape, generator=generator)
         else:  # taylor
-            grad = _latent_weight(layer).grad
+            grad = latent_weight(layer).grad
             if grad is None:
                 raise RuntimeError(f"No gradient on layer {name!r} for taylor scores.")
             score = (weight * grad).abs()
@@ -125,12 +131,6 @@ def lamp_scores(weight):
     scores = torch.empty_like(squares)
     scores[order] = ranked
     return scores.view(weight.shape)
-
-
-def _latent_weight(layer):
-    if constraints_of(layer):
-        return layer.parametrizations.weight.original
-    return layer.weight
 
 
 def _lowest_off(scores, n_off):
@@ -332,37 +332,6 @@ default="l1"
         self.n_steps = n_steps
         self.layers = layers
 
-    def fit(self, X, y=None):
-        """Prune, fine-tune and account; see :class:`Pruner`.
-
-        Parameters
-        ----------
-        X : array-like
-            Training input the net accepts.
-        y : array-like, default=None
-            Targets.
-
-        Returns
-        -------
-        self
-        """
-        self._pruned = None
-        try:
-            super().fit(X, y)
-            names, before = self._pruned
-        finally:
-            del self._pruned
-        modules = dict(self.estimator_.module_.named_modules())
-        if self.granularity == "weight":
-            zeros = {name: int((modules[name].weight == 0).sum()) for name in names}
-            totals = {name: modules[name].weight.numel() for name in names}
-        else:
-            zeros = {n: before[n] - _out_channels(modules[n]) for n in names}
-            totals = before
-        self.layer_sparsity_ = {name: zeros[name] / totals[name] for name in names}
-        self.sparsity_ = sum(zeros.values()) / sum(totals.values())
-        return self
-
     def _check_params(self, X, y):
         if self.criterion == "bn_scale" and self.granularity == "weight":
             raise ValueError(
@@ -377,8 +346,7 @@ default="l1"
         module = net.module_
         example = to_tensor(_first_samples(X), device=net.device)
         chosen = select_layers(module, self.layers, example_input=example)
-        names = [name for name, _ in chosen]
-        self._pruned = (names, {name: _out_channels(layer) for name, layer in chosen})
+        channels = {name: _out_channels(layer) for name, layer in chosen}
 
         schedule = agp_schedule(self.sparsity, self.n_steps)
         epochs = split_epochs(self.finetune_epochs, self.n_steps)
@@ -399,7 +367,24 @@ default="l1"
             start = time.perf_counter()
             self._finetune(net, X, y, epochs[step - 1])
             timings["finetune"] += time.perf_counter() - start
-        return timings
+        return CompressionResult(net, self._sparsity(net.module_, channels), timings)
+
+    def _sparsity(self, module, channels):
+        """``layer_sparsity_`` and ``sparsity_`` of the pruned ``module``.
+
+        ``channels``: output channels of each pruned layer before pruning.
+        """
+        modules = dict(module.named_modules())
+        if self.granularity == "weight":
+            zeros = {n: int((modules[n].weight == 0).sum()) for n in channels}
+            totals = {n: modules[n].weight.numel() for n in channels}
+        else:
+            zeros = {n: channels[n] - _out_channels(modules[n]) for n in channels}
+            totals = channels
+        return {
+            "layer_sparsity_": {n: zeros[n] / totals[n] for n in channels},
+            "sparsity_": sum(zeros.values()) / sum(totals.values()),
+        }
 
     def _weight_pruner(self, chosen, schedule, generator):
         """A ``step(t)`` registering / tightening one Mask per layer."""

@@ -4,9 +4,9 @@ joblib's loky backend sets ``OMP_NUM_THREADS = cpu_count() // n_jobs`` in its
 worker processes before they import torch, so torch already respects the
 budget there. Worker threads (joblib's "threading" backend, in-process dask
 workers) get no such variable and would each run torch with all the cores:
-``BaseCompressor.fit`` limits them (``_worker_threads``). A skorch callback
-records ``torch.get_num_threads()`` at every epoch of every fit, and a scorer
-brings the largest value back through ``cv_results_``.
+``BaseCompressor.fit`` limits them (``skcompress._threads.worker_threads``).
+A skorch callback records ``torch.get_num_threads()`` at every epoch of every
+fit, and a scorer brings the largest value back through ``cv_results_``.
 """
 
 import os
@@ -20,7 +20,8 @@ from numpy.testing import assert_array_equal
 from sklearn.model_selection import GridSearchCV
 from skorch.callbacks import Callback
 
-from skcompress.compression import Pruner, _base
+from skcompress import _threads
+from skcompress.compression import Pruner
 from skcompress.datasets import load_digits_images
 from skcompress.models import SeedTorch, make_digits_net
 
@@ -90,14 +91,14 @@ def torch_threads():
 
 def test_budget_is_none_outside_workers_and_one_in_worker_threads(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert _base._worker_thread_budget() is None
+    assert _threads.worker_thread_budget() is None
     budgets = Parallel(n_jobs=2, backend="threading")(
-        delayed(_base._worker_thread_budget)() for _ in range(2)
+        delayed(_threads.worker_thread_budget)() for _ in range(2)
     )
     assert budgets == [1, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # an explicit budget is honoured
     budgets = Parallel(n_jobs=2, backend="threading")(
-        delayed(_base._worker_thread_budget)() for _ in range(2)
+        delayed(_threads.worker_thread_budget)() for _ in range(2)
     )
     assert budgets == [3, 3]
 
@@ -109,7 +110,7 @@ def test_worker_threads_limits_then_restores(monkeypatch, torch_threads):
 
     def probe():
         before = torch.get_num_threads()
-        with _base._worker_threads():
+        with _threads.worker_threads():
             during = torch.get_num_threads()
             barrier.wait()  # both fits hold the limit at the same time
         return before, during
@@ -118,7 +119,7 @@ def test_worker_threads_limits_then_restores(monkeypatch, torch_threads):
         delayed(probe)() for _ in range(2)
     )
     assert [during for _, during in results] == [1, 1]
-    assert _base._threads_users == 0
+    assert _threads._users == 0
     assert torch.get_num_threads() == 2  # the caller's thread was never touched
     # Threads started after the fits get the caller's setting back.
     fresh = Parallel(n_jobs=2, backend="threading")(
@@ -164,7 +165,7 @@ def test_threading_search_limits_torch_threads(digits, torch_threads, monkeypatc
     # Every epoch of every fit (base training and fine-tuning) ran on 1 thread.
     assert np.all(split_scores(search, "threads") == 1)
     assert torch.get_num_threads() == 2
-    assert _base._threads_users == 0
+    assert _threads._users == 0
     # Scores are not compared here: fits running in threads of one process
     # share torch's global random generator, so their batch order depends on
     # scheduling (so even their level is not stable enough to assert on).
