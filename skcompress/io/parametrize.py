@@ -10,7 +10,81 @@ import copy
 import torch
 from torch.nn.utils import parametrize
 
-__all__ = ["bake", "collect_hints", "give_own_class"]
+__all__ = ["bake", "collect_hints", "give_own_class", "plain_type", "tensors_of"]
+
+
+def plain_type(module):
+    """The class ``module`` had before torch parametrized it."""
+    if parametrize.is_parametrized(module):
+        return type(module).__bases__[0]
+    return type(module)
+
+
+def submodules(module):
+    """``(name, child)`` of ``module``, without torch's ``parametrizations``."""
+    skip = parametrize.is_parametrized(module)
+    return [(name, child) for name, child in module._modules.items()
+            if not (skip and name == "parametrizations")]
+
+
+def own_shapes(module):
+    """``leaf -> shape`` of the tensors ``module`` holds itself (parametrized
+    ones by their stored tensor: constraints keep the shape)."""
+    out = {leaf: tuple(value.shape) for store in (module._parameters, module._buffers)
+           for leaf, value in store.items() if value is not None}
+    if parametrize.is_parametrized(module):
+        for leaf, stack in module.parametrizations.items():
+            out[leaf] = tuple(stack.original.shape)
+    return out
+
+
+def own_tensors(module):
+    """``leaf -> (kind, tensor)`` that the baked ``module`` holds itself: its
+    parameters and buffers, parametrized ones as their effective value
+    (computed once, no copy of the module)."""
+    out = {}
+    for kind, store in (("p", module._parameters), ("b", module._buffers)):
+        for leaf, value in store.items():
+            out[leaf] = (kind, value)
+    if parametrize.is_parametrized(module):
+        with torch.no_grad():
+            for leaf, stack in module.parametrizations.items():
+                kind = "p" if isinstance(stack.original, torch.nn.Parameter) else "b"
+                value = getattr(module, leaf).detach()
+                if kind == "p":
+                    value = torch.nn.Parameter(
+                        value, requires_grad=stack.original.requires_grad)
+                out[leaf] = (kind, value)
+    return out
+
+
+def tensors_of(module):
+    """Yield ``(name, kind, tensor or alias name, extra)`` for every tensor of
+    the baked ``module``, reading parametrized modules in place."""
+    seen = {}
+
+    def walk(prefix, sub):
+        for leaf, (kind, value) in own_tensors(sub).items():
+            if value is None:
+                continue
+            name = f"{prefix}.{leaf}" if prefix else leaf
+            extra = {}
+            if kind == "p" and not value.requires_grad:
+                extra["frozen"] = True
+            if kind == "b" and leaf in sub._non_persistent_buffers_set:
+                extra["persistent"] = False
+            key = id(value)
+            if key in seen:
+                yield name, kind, seen[key][0], extra
+            else:
+                seen[key] = (name, value)  # keeps value alive: ids stay unique
+                yield name, kind, value, extra
+        for child_name, child in submodules(sub):
+            if child is not None:
+                yield from walk(f"{prefix}.{child_name}" if prefix else child_name,
+                                child)
+
+    yield from walk("", module)
 
 
 def give_own_class(module):

@@ -66,24 +66,21 @@ def _le(array, dtype):
 _MAX_CLASSES = 8
 
 
-def _table_cost(symbols_by_class, n_symbols):
-    """Bytes of classed order-0 coding: entropies plus frequency tables."""
-    bits = 0.0
-    for group in symbols_by_class:
-        counts = np.bincount(group, minlength=n_symbols)
-        counts = counts[counts > 0]
-        bits += float(-(counts * np.log2(counts / counts.sum())).sum())
-    return bits / 8 + 2 * n_symbols * len(symbols_by_class)
+def _entropy_bytes(counts):
+    counts = counts[counts > 0]
+    return float(-(counts * np.log2(counts / counts.sum())).sum()) / 8
 
 
 def _row_classes(symbols, row_of, rows, n_symbols):
     """Class of each row: rows ranked by their spread around the most common
     symbol and cut into 1, 2, 4 or 8 equal groups, whichever the closed-form
-    cost (entropies + tables + class ids) says is smallest."""
-    mode = np.bincount(symbols, minlength=n_symbols).argmax()
-    per_row = np.bincount(row_of, minlength=rows)
-    spread = np.bincount(row_of, weights=np.abs(symbols.astype(np.int64) - mode),
-                         minlength=rows) / np.maximum(per_row, 1)
+    cost (entropies + 16-bit tables + class ids) says is smallest."""
+    # one histogram per row; every grouping is a sum of them
+    per_row = np.bincount(row_of * n_symbols + symbols,
+                          minlength=rows * n_symbols).reshape(rows, n_symbols)
+    mode = per_row.sum(axis=0).argmax()
+    distance = np.abs(np.arange(n_symbols) - mode)
+    spread = (per_row @ distance) / np.maximum(per_row.sum(axis=1), 1)
     order = np.argsort(spread, kind="stable")
     best, best_cost = np.zeros(rows, dtype=np.uint8), None
     for n_classes in (1, 2, 4, 8):
@@ -91,9 +88,9 @@ def _row_classes(symbols, row_of, rows, n_symbols):
             break
         classes = np.empty(rows, dtype=np.uint8)
         classes[order] = (np.arange(rows) * n_classes // rows).astype(np.uint8)
-        of_symbol = classes[row_of]
-        cost = _table_cost([symbols[of_symbol == c] for c in range(n_classes)],
-                           n_symbols) + (rows * math.log2(n_classes) / 8)
+        cost = sum(_entropy_bytes(per_row[classes == c].sum(axis=0))
+                   for c in range(n_classes))
+        cost += 2 * n_symbols * n_classes + rows * math.log2(n_classes) / 8
         if best_cost is None or cost < best_cost:
             best, best_cost = classes, cost
     return best
@@ -122,7 +119,8 @@ def _encode_symbols(symbols, n_symbols, rows=1, row_of=None):
         return ({"n": int(n_symbols), "codec": "zstd"},
                 [zstd.compress(bits.pack(symbols, width).tobytes())])
     packed = bits.packed_size(symbols.size, width)
-    if packed <= _table_cost([symbols], n_symbols) + 4:
+    if packed <= _entropy_bytes(np.bincount(symbols, minlength=n_symbols)) + (
+            2 * n_symbols + 4):
         # a short stream: its frequency table would cost more than it saves
         return ({"n": int(n_symbols), "codec": "packed"},
                 [bits.pack(symbols, width).tobytes()])
@@ -255,12 +253,22 @@ def _uniform(w, hint):
     scale = np.broadcast_to(scale, (channels,))
     zero_point = np.broadcast_to(zero_point, (channels,))
     rows = w.reshape(channels, -1)
-    q = np.rint(rows / scale[:, None]).astype(np.int64) + zero_point[:, None]
-    q_min = int(q.min()) if q.size else 0
-    span = int(q.max()) - q_min + 1 if q.size else 1
+    centered = np.rint(rows / scale[:, None])  # q - zero_point, if on the grid
+    row_min = centered.min(axis=1)
+    row_max = centered.max(axis=1)
+    if not (np.isfinite(row_min).all() and np.isfinite(row_max).all()):
+        return None
+    q_min = int((row_min + zero_point).min())
+    span = int((row_max + zero_point).max()) - q_min + 1
     if span > 256:
         return None
-    sym_meta, streams = _encode_symbols(q - q_min, span, channels)
+    shift = (q_min - zero_point).astype(np.float32)[:, None]
+    centered -= shift
+    symbols = centered.astype(np.uint8)  # in [0, span)
+    # the decoder's arithmetic, checked here: (symbol + q_min - zp) * scale
+    if not same((symbols.astype(np.float32) + shift) * scale[:, None], rows):
+        return None
+    sym_meta, streams = _encode_symbols(symbols.ravel(), span, channels)
     if (zero_point == zero_point[0]).all():
         zero_point = zero_point[:1]
     meta = {"channels": int(channels), "q_min": q_min, "sym": sym_meta,
@@ -332,14 +340,6 @@ def encode(w, hints=()):
         try:
             encoded = _choose(w, list(hints or ()))
         except (ValueError, TypeError, KeyError):
-            encoded = None
-    if encoded is not None and encoded.encoding not in ("dense", "fp16"):
-        try:
-            ok = same(decode(encoded.encoding, encoded.meta, encoded.streams,
-                             w.shape, "float32"), w)
-        except FormatError:
-            ok = False
-        if not ok:
             encoded = None
     return encoded if encoded is not None else _dense(w)
 

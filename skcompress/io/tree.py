@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import LIMITS, FormatError
+from .parametrize import own_shapes, plain_type, submodules
 from .registry import check_saveable, resolve
 
 __all__ = ["build", "describe", "encode_value"]
@@ -42,6 +43,22 @@ def encode_value(value, what):
     raise ValueError(f"{what}={value!r} is not a JSON value or nn.Module class")
 
 
+class _InProcess(dict):
+    """While saving: every class a kwarg names is one this process holds."""
+
+    def get(self, path, default=None):
+        import sys
+
+        module, _, qualname = path.partition(":")
+        obj = sys.modules.get(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        return obj if obj is not None else default
+
+
+_IN_PROCESS = _InProcess()
+
+
 def decode_value(value, registry):
     if isinstance(value, list):
         return tuple(decode_value(v, registry) for v in value)
@@ -54,7 +71,7 @@ def decode_value(value, registry):
 
 def init_kwargs_of(module):
     """Constructor kwargs of ``module``: ``_init_kwargs`` or read from attributes."""
-    cls = type(module)
+    cls = plain_type(module)
     recorded = getattr(module, "_init_kwargs", None)
     if isinstance(recorded, dict):
         return {k: encode_value(v, f"{cls.__name__}._init_kwargs[{k!r}]")
@@ -80,8 +97,36 @@ def init_kwargs_of(module):
     return kwargs
 
 
+def _skip_on_meta(init):
+    """``init`` that leaves meta tensors alone (nothing to initialize)."""
+    if getattr(init, "_skcompress_meta_aware", False):
+        return init
+
+    def wrapped(tensor, *args, **kwargs):
+        if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+            return tensor
+        return init(tensor, *args, **kwargs)
+
+    wrapped._skcompress_meta_aware = True
+    wrapped.__wrapped__ = init
+    wrapped.__doc__ = init.__doc__
+    wrapped.__name__ = init.__name__
+    return wrapped
+
+
+def _meta_aware_init():
+    # Weight initializers cost as much on meta tensors as on real ones (they
+    # run through decompositions) and change nothing there: skip them for
+    # meta tensors only, so other threads building real modules are unaffected.
+    for name in dir(torch.nn.init):
+        value = getattr(torch.nn.init, name)
+        if name.endswith("_") and not name.startswith("_") and callable(value):
+            setattr(torch.nn.init, name, _skip_on_meta(value))
+
+
 def construct(cls, kwargs):
     """``cls(**kwargs)`` on the meta device: no memory, no random numbers."""
+    _meta_aware_init()
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
         return cls(**kwargs)
 
@@ -98,18 +143,12 @@ def _simple_attrs(module):
     return out
 
 
-def _own_shapes(module):
-    return {name: tuple(value.shape) for store in (module._parameters,
-                                                   module._buffers)
-            for name, value in store.items() if value is not None}
-
-
 def _diff(module, ref):
     """What to change on ``ref`` (a fresh instance) to get ``module``'s layout."""
-    mine, theirs = _own_shapes(module), _own_shapes(ref)
+    mine, theirs = own_shapes(module), own_shapes(ref)
     if any(theirs.get(name, shape) != shape for name, shape in mine.items()):
         raise ValueError(
-            f"the tensors of {type(module).__qualname__} do not have the shapes "
+            f"the tensors of {plain_type(module).__qualname__} do not have the shapes "
             "its constructor kwargs give; store the kwargs that rebuild it in "
             "`_init_kwargs`.")
     node = {}
@@ -123,13 +162,15 @@ def _diff(module, ref):
     if none:
         node["none"] = none
     children = []
-    for name, child in module._modules.items():
+    names = set()
+    for name, child in submodules(module):
+        names.add(name)
         ref_child = ref._modules.get(name)
         if child is None:
             if ref_child is not None:
                 children.append([name, None])
-        elif (ref_child is None or type(child) is not type(ref_child)
-              or _own_shapes(child) != _own_shapes(ref_child)):
+        elif (ref_child is None or plain_type(child) is not type(ref_child)
+              or own_shapes(child) != own_shapes(ref_child)):
             # replaced, or reshaped (channel pruning): rebuilt from its own
             # constructor kwargs, which the pruner updated
             children.append([name, describe(child)])
@@ -139,7 +180,7 @@ def _diff(module, ref):
                 children.append([name, sub])
     if children:
         node["children"] = children
-    dropped = [name for name in ref._modules if name not in module._modules]
+    dropped = [name for name in ref._modules if name not in names]
     if dropped:
         node["drop"] = dropped
     return node
@@ -147,14 +188,15 @@ def _diff(module, ref):
 
 def describe(module, kwargs=None):
     """A full node: class, constructor kwargs and the differences from them."""
-    cls = type(module)
+    cls = plain_type(module)
     if kwargs is None:
         kwargs = init_kwargs_of(module)
     node = {"class": check_saveable(cls)}
     if kwargs:
         node["kwargs"] = kwargs
     try:
-        ref = construct(cls, kwargs)
+        ref = construct(cls, {k: decode_value(v, _IN_PROCESS)
+                              for k, v in kwargs.items()})
     except Exception as exc:
         raise ValueError(
             f"{cls.__qualname__}(**{kwargs}) cannot be rebuilt on the meta device "

@@ -9,7 +9,7 @@ import torch
 
 from . import container, tensors
 from .net import find_net, net_header
-from .parametrize import bake, collect_hints
+from .parametrize import collect_hints, tensors_of
 from .tree import describe
 
 __all__ = ["EncodedNet", "dumps", "encode_net", "encode_tensors", "fingerprint",
@@ -51,38 +51,17 @@ def fingerprint(net):
                   (*module.parameters(), *module.buffers())))
 
 
-def _entries(module):
-    """``(name, kind, tensor or alias name, extra)`` for every tensor."""
-    seen = {}
-    for prefix, sub in module.named_modules(remove_duplicate=False):
-        for kind, store in (("p", sub._parameters), ("b", sub._buffers)):
-            for leaf, value in store.items():
-                if value is None:
-                    continue
-                name = f"{prefix}.{leaf}" if prefix else leaf
-                extra = {}
-                if kind == "p" and not value.requires_grad:
-                    extra["frozen"] = True
-                if kind == "b" and leaf in sub._non_persistent_buffers_set:
-                    extra["persistent"] = False
-                if id(value) in seen:
-                    yield name, kind, seen[id(value)], extra
-                else:
-                    seen[id(value)] = name
-                    yield name, kind, value, extra
-
-
 def _encode_tensors(module, hints):
     """Header entries, streams and the per-tensor table of a baked module."""
     entries, streams, rows = [], [], {}
-    for name, kind, value, extra in _entries(module):
+    for name, kind, value, extra in tensors_of(module):
         entry = {"name": name, "kind": kind, **extra}
         if isinstance(value, str):
             entry["same"] = value
             rows[name] = ("alias", 0, 0)
             entries.append(entry)
             continue
-        data = value.detach()
+        data = value.detach().cpu()
         if data.dtype == torch.bfloat16:
             raise ValueError(f"tensor {name!r} is bfloat16, which cannot be saved.")
         encoded = tensors.encode(data.numpy(), hints.get(name, ()))
@@ -100,8 +79,9 @@ def _encode_tensors(module, hints):
 
 def encode_tensors(module):
     """The per-tensor table of :class:`EncodedNet` for a bare ``nn.Module``
-    (constraints baked on a copy): encoding, elements, stored bytes."""
-    return _encode_tensors(bake(module).cpu(), collect_hints(module))[2]
+    (constraints read as their effective tensors): encoding, elements,
+    stored bytes."""
+    return _encode_tensors(module, collect_hints(module))[2]
 
 
 def tensor_storage_report(module):
@@ -135,7 +115,7 @@ def encode_net(obj):
     net = find_net(obj)
     info, root_kwargs = net_header(net)
     hints = collect_hints(net.module_)
-    module = bake(net.module_).cpu()
+    module = net.module_
     entries, streams, table = _encode_tensors(module, hints)
     header = {"format": container.FORMAT_VERSION, "net": info,
               "module": describe(module, root_kwargs), "tensors": entries}

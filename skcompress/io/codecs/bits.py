@@ -20,21 +20,20 @@ def packed_size(count, width):
     return -(-count // per)
 
 
-def _shifts(width):
-    per = 8 // width
-    return (8 - width * (np.arange(per, dtype=np.uint8) + 1)).astype(np.uint8)
-
-
 def pack(symbols, width):
     """Pack ``symbols`` (< 2**width) into bytes, ``8 // width`` per byte."""
     symbols = np.asarray(symbols, dtype=np.uint8).ravel()
     if width == 8:
         return symbols.copy()
+    if width == 1:
+        return np.packbits(symbols)
     per = 8 // width
     padded = np.zeros(packed_size(symbols.size, width) * per, dtype=np.uint8)
     padded[:symbols.size] = symbols
-    blocks = padded.reshape(-1, per) << _shifts(width)
-    return np.bitwise_or.reduce(blocks, axis=1).astype(np.uint8)
+    out = padded[0::per] << (8 - width)
+    for i in range(1, per):
+        out |= padded[i::per] << (8 - width * (i + 1))
+    return out
 
 
 def unpack(data, width, count):
@@ -45,6 +44,11 @@ def unpack(data, width, count):
         raise FormatError("a packed symbol stream has the wrong length")
     if width == 8:
         return data
+    if width == 1:
+        return np.unpackbits(data, count=count)
+    per = 8 // width
     mask = np.uint8((1 << width) - 1)
-    out = (data[:, None] >> _shifts(width)) & mask
-    return out.reshape(-1)[:count]
+    out = np.empty(data.size * per, dtype=np.uint8)
+    for i in range(per):
+        np.bitwise_and(data >> np.uint8(8 - width * (i + 1)), mask, out=out[i::per])
+    return out[:count]

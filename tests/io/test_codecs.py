@@ -1,0 +1,127 @@
+"""Round trips of each codec of the file format, and their size guarantees."""
+
+import math
+
+import numpy as np
+import pytest
+
+from skcompress.io import FormatError
+from skcompress.io.codecs import ans, bits, positions, zstd
+from skcompress.io.tensors import decode, encode
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8])
+@pytest.mark.parametrize("count", [0, 1, 7, 13, 1000])
+def test_bits_round_trip(width, count):
+    symbols = np.random.default_rng(width * count).integers(0, 1 << width, count)
+    packed = bits.pack(symbols, width)
+    assert packed.size == bits.packed_size(count, width) == math.ceil(count * width / 8)
+    np.testing.assert_array_equal(bits.unpack(packed, width, count), symbols)
+    with pytest.raises(FormatError):
+        bits.unpack(packed.tobytes() + b"\0", width, count)
+
+
+@pytest.mark.parametrize("n_symbols,count", [(2, 1), (8, 5000), (16, 70000), (256, 3000)])
+def test_ans_round_trip_reaches_the_entropy(n_symbols, count):
+    rng = np.random.default_rng(count)
+    p = rng.dirichlet(np.ones(n_symbols))
+    symbols = rng.choice(n_symbols, size=count, p=p)
+    freq, words = ans.encode(symbols, n_symbols)
+    np.testing.assert_array_equal(ans.decode(freq, words, count), symbols)
+    counts = np.bincount(symbols, minlength=n_symbols)
+    nz = counts[counts > 0]
+    entropy_bytes = -(nz * np.log2(nz / count)).sum() / 8
+    assert words.nbytes <= 1.01 * entropy_bytes + 8
+
+
+def test_ans_many_streams_decode_in_order():
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, k, n) for k, n in ((3, 100), (5, 0), (9, 1000))]
+    models = [ans.model(ans.frequencies(p, k) + 1) for p, k in zip(parts, (3, 5, 9))]
+    words = ans.encode_many(list(zip(parts, models)))
+    decoded = ans.decode_many(words, [(len(p), m) for p, m in zip(parts, models)])
+    for got, want in zip(decoded, parts):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape,density", [
+    ((64, 2048), 0.1), ((32, 16, 3, 3), 0.05), ((10,), 0.5), ((5, 7), 0.0),
+    ((300, 600), 0.3), ((3, 1000), 0.001), ((1,), 1.0), ((4, 4), 1.0),
+    ((2, 70000), 0.0005),  # gaps longer than an escape
+])
+def test_positions_round_trip(shape, density):
+    rng = np.random.default_rng(sum(shape))
+    mask = rng.random(shape) < density
+    if len(shape) > 1 and density < 1:
+        mask[0] = False  # a dead unit
+        mask[:, :2] = False  # dead inputs
+    meta, streams = positions.encode(mask, shape)
+    got = positions.decode(meta, streams[0], streams[1], shape, int(mask.sum()))
+    np.testing.assert_array_equal(got, np.flatnonzero(mask))
+
+
+def test_positions_cost_about_their_line_entropy():
+    """Lines of different densities each cost about l * H(k / l) bits."""
+    rng = np.random.default_rng(0)
+    densities = np.repeat([0.01, 0.05, 0.2, 0.4], 32)[:, None]
+    mask = rng.random((128, 2048)) < densities
+    meta, streams = positions.encode(mask, mask.shape)
+    stored = sum(len(s) for s in streams)
+    k = mask.sum(axis=1)
+    p = k / 2048
+    ideal = -(2048 * (p * np.log2(p) + (1 - p) * np.log2(1 - p))).sum() / 8
+    iid = mask.size * -(mask.mean() * np.log2(mask.mean()) + (1 - mask.mean())
+                        * np.log2(1 - mask.mean())) / 8
+    assert stored < 1.03 * ideal + 300
+    assert stored < 0.93 * iid  # per-line models beat one model per tensor
+
+
+def test_positions_reject_counts_that_do_not_add_up():
+    mask = np.random.default_rng(1).random((8, 50)) < 0.2
+    meta, streams = positions.encode(mask, mask.shape)
+    with pytest.raises(FormatError, match="add up"):
+        positions.decode(meta, streams[0], streams[1], mask.shape, int(mask.sum()) + 1)
+
+
+def test_zstd_checks_the_declared_size_before_decoding():
+    frame = zstd.compress(b"x" * 1000)
+    assert zstd.decompress(frame, 1000) == b"x" * 1000
+    with pytest.raises(FormatError, match="expected size"):
+        zstd.decompress(frame, 999)
+    with pytest.raises(FormatError):
+        zstd.decompress(b"not a frame", 10)
+
+
+@pytest.mark.parametrize("hint", [
+    None, {"kind": "sparse"}, {"kind": "binary"}, {"kind": "codebook"},
+])
+def test_tensor_encodings_round_trip(hint):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((32, 8, 3, 3)).astype(np.float32)
+    if hint and hint["kind"] == "binary":
+        w = np.where(w >= 0, 1, -1).astype(np.float32) * rng.random((32, 1, 1, 1)
+                                                                    ).astype(np.float32)
+    if hint and hint["kind"] == "codebook":
+        w = rng.choice(np.float32([-0.5, -0.1, 0.2, 0.7]), size=w.shape)
+    if hint and hint["kind"] == "sparse":
+        w[rng.random(w.shape) < 0.8] = 0
+    encoded = encode(w, [hint] if hint else [])
+    if hint:
+        assert encoded.encoding == hint["kind"]
+    out = decode(encoded.encoding, encoded.meta, encoded.streams, w.shape, "float32")
+    assert np.array_equal(out, w)
+
+
+def test_uniform_grid_round_trip_and_wrong_grid_falls_back():
+    rng = np.random.default_rng(0)
+    scale = rng.random(16).astype(np.float32) + 0.1
+    zero_point = rng.integers(-3, 3, 16)
+    q = rng.integers(0, 16, (16, 40))
+    w = ((q - zero_point[:, None]).astype(np.float32) * scale[:, None]).astype(np.float32)
+    hint = {"kind": "uniform", "scale": scale, "zero_point": zero_point}
+    encoded = encode(w, [hint])
+    assert encoded.encoding == "uniform"
+    out = decode("uniform", encoded.meta, encoded.streams, w.shape, "float32")
+    assert np.array_equal(out, w)
+    wrong = encode(w, [{**hint, "scale": scale * 1.001}])
+    assert wrong.encoding == "dense"  # a wrong hint is never trusted
