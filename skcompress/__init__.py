@@ -6,6 +6,8 @@ Public names are imported lazily so that ``import skcompress.decomposition``
 
 import importlib
 
+from .compression import _registry
+
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
@@ -17,30 +19,32 @@ _LAZY = {
     "LaplacianEigenmaps": "skcompress.decomposition",
     "compare_reducers": "skcompress.decomposition",
     "plot_comparison": "skcompress.decomposition",
-    # compressors
+    # compressors: their base class here, the techniques from the registry
     "BaseCompressor": "skcompress.compression",
-    "LowRankCompressor": "skcompress.compression",
-    "Pruner": "skcompress.compression",
-    "Quantizer": "skcompress.compression",
-    "Binarizer": "skcompress.compression",
-    "Distiller": "skcompress.compression",
-    "Compactor": "skcompress.compression",
     # accounting + format
     "model_report": "skcompress.accounting",
     "measure_latency": "skcompress.accounting",
     "save": "skcompress.io",
     "load": "skcompress.io",
+    "FormatError": "skcompress.io",
+    # deployment (optional extra "deploy")
+    "export_onnx": "skcompress.export",
+    "measure_onnx_latency": "skcompress.export",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted({*_LAZY, *_registry.classes()})
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'skcompress' has no attribute {name!r}")
+    if name in _registry.classes():
+        module = "skcompress.compression"
+    elif name in _LAZY:
+        module = _LAZY[name]
+    else:
+        raise AttributeError(f"module 'skcompress' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__():

@@ -222,9 +222,10 @@ def _run_compare(args):
 
 # ---------------------------------------------------------------------- demo
 def _demo_techniques():
-    from skcompress.demo import candidates
+    """Names of the registered techniques that the demo runs."""
+    from skcompress.compression import _registry
 
-    return list(dict.fromkeys(c.technique for c in candidates()))
+    return [t.name for t in _registry.techniques() if t.grid]
 
 
 def _slug(name):
@@ -346,12 +347,13 @@ def _run_demo(args):
 
 
 # ------------------------------------------------------------------ compress
-TECHNIQUES = {
-    "pruner": "Pruner",
-    "lowrank": "LowRankCompressor",
-    "quantizer": "Quantizer",
-    "binarizer": "Binarizer",
-}
+def _compress_techniques():
+    """``{name: class name}`` of the registered techniques the command offers."""
+    from skcompress.compression import _registry
+
+    return {name: t.class_name for name, t in _registry.cli_names().items()}
+
+
 # Fixed by the command itself: the loaded net is the prefit base.
 _NOT_SETTABLE = ("estimator", "prefit", "memory")
 
@@ -402,12 +404,13 @@ def _add_compress(subparsers):
     parser.add_argument(
         "--model", type=Path, required=True, help="file written by skcompress.save"
     )
+    techniques = _compress_techniques()
     parser.add_argument(
         "--technique",
         required=True,
-        choices=sorted(TECHNIQUES),
+        choices=sorted(techniques),
         help="the compressor: " + ", ".join(
-            f"{k} ({v})" for k, v in sorted(TECHNIQUES.items())
+            f"{k} ({v})" for k, v in sorted(techniques.items())
         ),
     )
     parser.add_argument(
@@ -445,9 +448,9 @@ def _add_compress(subparsers):
 
 
 def _compressor_class(technique):
-    from skcompress import compression
+    from skcompress.compression import _registry
 
-    return getattr(compression, TECHNIQUES[technique])
+    return _registry.cli_names()[technique].load()
 
 
 def _check_settings(cls, settings):

@@ -1,17 +1,19 @@
 """The main job: compress the digits CNN every way and keep the best trade-off.
 
 ``skcompress demo`` (what ``make demo`` runs) trains the default CNN once,
-fits every technique over a small grid of settings on top of that base
-(``prefit=True``: it is trained once, never refitted), measures each candidate
-on the held-out split (DESIGN.md benchmark protocol, via
+fits every registered technique over its grid of settings on top of that
+base (``prefit=True``: it is trained once, never refitted), measures each
+candidate on the held-out split (docs/design.md benchmark protocol, via
 :func:`skcompress.search.compare_to_base`), marks the Pareto front of accuracy
 vs file-size ratio, and saves the most compressed model whose accuracy is
 within half a point of the best.
 
-The settings are the ones tuned in ``benchmarks/bench_compress.py`` and
-``benchmarks/bench_quantize.py``. The prune -> quantize chain reuses the
-fitted weight-pruning stage of the same sparsity (each stage is fitted once
-and cached for the run), so it costs one quantization per setting.
+The techniques, their order in the table and their settings (tuned in
+``benchmarks/bench_compress.py`` and ``benchmarks/bench_quantize.py``) come
+from the registry, :mod:`skcompress.compression._registry`. The prune ->
+quantize chain reuses the fitted weight-pruning stage of the same sparsity
+(each stage is fitted once and cached for the run), so it costs one
+quantization per setting.
 """
 
 import os
@@ -22,22 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .compression import _registry
+
 __all__ = ["Candidate", "candidates", "check_writable", "format_table", "run_demo"]
 
 MODEL_FILE = "model.skc"
 OUTPUT_FILES = ("results.csv", "tradeoff.png", MODEL_FILE, "report.md")
-
-# Tuned settings (benchmarks/bench_compress.py, benchmarks/bench_quantize.py).
-WEIGHT_PRUNING = dict(granularity="weight", n_steps=3, finetune_epochs=3,
-                      finetune_lr=5e-4)
-FILTER_PRUNING = dict(granularity="filter", scope="layer", criterion="l2", n_steps=2,
-                      finetune_epochs=4, finetune_lr=1e-3)
-LOW_RANK = dict(method="tucker", finetune_epochs=4, finetune_lr=1e-3)
-QUANTIZE = dict(finetune_epochs=1, finetune_lr=5e-4)
-CHAIN_QUANTIZE = dict(finetune_epochs=2, finetune_lr=5e-4)
-BINARIZE = dict(finetune_epochs=3, finetune_lr=1e-3)
-DISTILL = dict(temperature=4.0, alpha=0.9)
-STUDENT_EPOCHS = 30
 
 
 @dataclass(frozen=True)
@@ -47,11 +39,10 @@ class Candidate:
     Parameters
     ----------
     technique : str
-        Name shown in the table (``"prune weight"``, ``"quantize"``...).
+        Name of the registered technique, shown in the table
+        (``"prune weight"``, ``"quantize"``...).
     setting : str
         The setting, as shown in the table.
-    compressor : str
-        Class name in :mod:`skcompress.compression`.
     params : dict
         Keyword arguments of the compressor (``prefit`` and ``random_state``
         are added by the demo).
@@ -62,7 +53,6 @@ class Candidate:
 
     technique: str
     setting: str
-    compressor: str
     params: dict = field(default_factory=dict)
     inner: "Candidate | None" = None
 
@@ -71,39 +61,21 @@ class Candidate:
         return (self.technique, self.setting)
 
 
-def _lowrank(rank):
-    return Candidate("low-rank", f"tucker rank={rank}", "LowRankCompressor",
-                     dict(rank=rank, **LOW_RANK))
-
-
-def _weight(sparsity):
-    return Candidate("prune weight", f"sparsity={sparsity}", "Pruner",
-                     dict(sparsity=sparsity, **WEIGHT_PRUNING))
-
-
-def _filter(sparsity):
-    return Candidate("prune filter", f"sparsity={sparsity}", "Pruner",
-                     dict(sparsity=sparsity, **FILTER_PRUNING))
-
-
-def _quantize(bits, method="kmeans"):
-    return Candidate("quantize", f"{method} bits={bits}", "Quantizer",
-                     dict(bits=bits, method=method, **QUANTIZE))
-
-
-def _chain(sparsity, bits):
-    return Candidate("prune+quantize", f"sparsity={sparsity} bits={bits}",
-                     "Quantizer", dict(bits=bits, **CHAIN_QUANTIZE),
-                     inner=_weight(sparsity))
-
-
-def _distill(arch, epochs):
-    return Candidate("distill", f"student={arch}", "Distiller",
-                     dict(arch=arch, epochs=epochs, **DISTILL))
+def _candidate(technique, setting, quick):
+    """The :class:`Candidate` of a registered technique's setting."""
+    inner = None
+    if technique.inner is not None:
+        inner_technique = _registry.get(technique.inner)
+        inner_setting = next(s for s in inner_technique.settings(quick)
+                             if s.label == setting.inner)
+        inner = _candidate(inner_technique, inner_setting, quick)
+    return Candidate(technique.name, setting.label, dict(setting.params), inner)
 
 
 def candidates(quick=False):
     """The demo's grid, one :class:`Candidate` per (technique, setting).
+
+    Every registered technique with settings, in registration order.
 
     Parameters
     ----------
@@ -122,26 +94,10 @@ def candidates(quick=False):
     >>> candidates(quick=True)[0].setting
     'tucker rank=0.25'
     """
-    if quick:
-        return [
-            _lowrank(0.25),
-            _weight(0.9),
-            _filter(0.5),
-            _quantize(4),
-            Candidate("binarize", "scale", "Binarizer", dict(BINARIZE)),
-            _chain(0.9, 4),
-            _distill("squeeze", 8),
-        ]
     return [
-        *(_lowrank(r) for r in (0.1, 0.25, 0.5)),
-        *(_weight(s) for s in (0.8, 0.9, 0.95)),
-        *(_filter(s) for s in (0.3, 0.5, 0.7)),
-        *(_quantize(b) for b in (2, 4, 8)),
-        *(_quantize(b, "uniform") for b in (4, 8)),
-        Candidate("binarize", "scale", "Binarizer", dict(BINARIZE)),
-        *(_chain(s, b) for s in (0.9, 0.95) for b in (3, 4)),
-        _distill("squeeze", STUDENT_EPOCHS),
-        _distill("mobile", STUDENT_EPOCHS),
+        _candidate(technique, setting, quick)
+        for technique in _registry.techniques()
+        for setting in technique.settings(quick)
     ]
 
 
@@ -168,28 +124,25 @@ def check_writable(out):
 
 def _fit_candidate(candidate, base, X, y, random_state, fitted_stages):
     """Fit one candidate on the base net; chained stages come from the cache."""
-    from . import compression
-    from .models import make_digits_net
-
+    technique = _registry.get(candidate.technique)
+    cls = technique.load()
     params = dict(candidate.params)
-    if candidate.compressor == "Distiller":
-        arch, epochs = params.pop("arch"), params.pop("epochs")
-        student = make_digits_net(random_state=random_state, arch=arch,
-                                  max_epochs=epochs)
-        return compression.Distiller(student, teacher=base, random_state=random_state,
-                                     **params).fit(X, y)
-    estimator = base
-    if candidate.inner is not None:
-        key = candidate.inner.key
-        if key not in fitted_stages:
-            fitted_stages[key] = _fit_candidate(candidate.inner, base, X, y,
-                                                random_state, fitted_stages)
-        estimator = fitted_stages[key]
-    cls = getattr(compression, candidate.compressor)
-    fitted = cls(estimator, prefit=True, random_state=random_state, **params)
-    fitted.fit(X, y)
-    fitted_stages[candidate.key] = fitted
-    return fitted
+    if technique.base_as_teacher:
+        from .models import make_digits_net
+
+        student = make_digits_net(random_state=random_state, **params.pop("student"))
+        compressor = cls(student, teacher=base, random_state=random_state, **params)
+    else:
+        estimator = base
+        if candidate.inner is not None:
+            key = candidate.inner.key
+            if key not in fitted_stages:
+                fitted_stages[key] = _fit_candidate(candidate.inner, base, X, y,
+                                                    random_state, fitted_stages)
+            estimator = fitted_stages[key]
+        compressor = cls(estimator, prefit=True, random_state=random_state, **params)
+    fitted_stages[candidate.key] = compressor.fit(X, y)
+    return compressor
 
 
 def _base_row(base, X, y):
@@ -298,8 +251,6 @@ def run_demo(
     OSError
         ``out`` cannot be written (raised before training starts).
     """
-    import torch
-
     grid = candidates(quick)
     if techniques is not None:
         known = sorted({c.technique for c in grid})
@@ -310,14 +261,12 @@ def run_demo(
                 if unknown else f"techniques is empty; choose from {known}."
             )
         grid = [c for c in grid if c.technique in techniques]
+    from ._threads import torch_threads
+
     check_writable(out)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
+    with torch_threads(n_threads):
         return _run(os.fspath(out), grid, quick, tolerance, random_state,
                     base_params, progress, log)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _run(out, grid, quick, tolerance, random_state, base_params, progress, log):
@@ -357,7 +306,6 @@ def _run(out, grid, quick, tolerance, random_state, base_params, progress, log):
             compressor = _fit_candidate(candidate, base, Xtr, ytr, random_state,
                                         stages)
             elapsed = time.perf_counter() - start
-            torch.set_num_threads(threads)
             row = {"technique": candidate.technique, "setting": candidate.setting}
             row.update(compare_to_base(compressor, base, Xte, yte))
             row["accuracy"] = row.pop("score")
