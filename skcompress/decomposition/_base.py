@@ -211,6 +211,52 @@ def n_components_for_fraction(explained_variance_ratio, fraction):
     return min(k, len(explained_variance_ratio))
 
 
+def grow_rank(fit, *, fraction, start, upper):
+    """Fit at doubling ranks until the explained variance reaches ``fraction``.
+
+    For solvers that compute a fixed number of components: ``fit(rank)`` is
+    called at ``start``, ``2 * start``, ... (capped at ``upper``) until the
+    explained variance ratio of the components it found adds up to
+    ``fraction``, or ``rank == upper``.
+
+    Parameters
+    ----------
+    fit : callable
+        ``fit(rank) -> (result, explained_variance_ratio)``.
+    fraction : float in (0, 1) or None
+        ``None``: one call, at ``start``.
+    start, upper : int
+        First and largest rank.
+
+    Returns
+    -------
+    result
+        The last call's.
+    k : int
+        Components to keep: ``start`` when ``fraction`` is None, else the
+        fewest reaching it (:func:`n_components_for_fraction`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ratio = np.array([0.5, 0.2, 0.1, 0.1, 0.05, 0.05])
+    >>> ranks = []
+    >>> def fit(rank):
+    ...     ranks.append(rank)
+    ...     return rank, ratio[:rank]
+    >>> grow_rank(fit, fraction=0.85, start=1, upper=6), ranks
+    ((4, 4), [1, 2, 4])
+    """
+    rank = start
+    while True:
+        result, ratio = fit(rank)
+        if fraction is None or rank >= upper or np.sum(ratio) >= fraction:
+            break
+        rank = min(2 * rank, upper)
+    k = rank if fraction is None else n_components_for_fraction(ratio, fraction)
+    return result, k
+
+
 def column_mean_and_total_variance(X):
     """Column means and the total variance (sum of column variances, ddof=1).
 

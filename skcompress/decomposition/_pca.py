@@ -14,7 +14,7 @@ from ._base import (
     ReducerMixin,
     check_n_components,
     column_mean_and_total_variance,
-    n_components_for_fraction,
+    grow_rank,
     randomized_svd_implicit,
 )
 from ._dask import (
@@ -267,7 +267,8 @@ class PCA(ReducerMixin, BaseEstimator):
             rank = upper if fraction is not None else n_components
         else:
             rank = n_components if fraction is None else min(10, upper)
-        while True:
+
+        def fit(rank):
             s, V, n_iter = dask_svd(
                 X,
                 rank,
@@ -277,12 +278,12 @@ class PCA(ReducerMixin, BaseEstimator):
                 n_oversamples=self.n_oversamples,
                 random_state=self.random_state,
             )
-            variance = s.astype(np.float64) ** 2 / max(n_samples - 1, 1)
-            ratio = variance / total_variance if total_variance > 0 else variance * 0
-            if fraction is None or ratio.sum() >= fraction or rank == upper:
-                break
-            rank = min(2 * rank, upper)
-        k = rank if fraction is None else n_components_for_fraction(ratio, fraction)
+            ratio = _variance_ratio(s, n_samples, total_variance)
+            return (s, V, ratio, n_iter), ratio
+
+        (s, V, ratio, n_iter), k = grow_rank(
+            fit, fraction=fraction, start=rank, upper=upper
+        )
         self._set_spectrum(s, V, ratio, mean, total_variance, k, X.shape, X.dtype)
         self.fit_solver_ = solver
         self.n_iter_ = n_iter
@@ -325,10 +326,9 @@ class PCA(ReducerMixin, BaseEstimator):
 
     def _fit_randomized(self, X, n_components):
         mean, total_variance = column_mean_and_total_variance(X)
-        n_samples, n_features = X.shape
         fraction = n_components if isinstance(n_components, float) else None
-        rank = n_components if fraction is None else min(10, min(X.shape))
-        while True:
+
+        def fit(rank):
             s, V, n_iter = randomized_svd_implicit(
                 X,
                 rank,
@@ -340,24 +340,21 @@ class PCA(ReducerMixin, BaseEstimator):
                 mean=mean,
                 total_variance=total_variance,
             )
-            variance = s.astype(np.float64) ** 2 / max(n_samples - 1, 1)
-            ratio = variance / total_variance if total_variance > 0 else variance * 0
-            if fraction is None or ratio.sum() >= fraction or rank == min(X.shape):
-                break
-            rank = min(2 * rank, min(X.shape))
-        k = rank if fraction is None else n_components_for_fraction(ratio, fraction)
+            ratio = _variance_ratio(s, X.shape[0], total_variance)
+            return (s, V, ratio, n_iter), ratio
+
+        upper = min(X.shape)
+        start = n_components if fraction is None else min(10, upper)
+        (s, V, ratio, n_iter), k = grow_rank(
+            fit, fraction=fraction, start=start, upper=upper
+        )
         self._set_spectrum(s, V, ratio, mean, total_variance, k, X.shape, X.dtype)
         self.n_iter_ = n_iter
 
     def _fit_sklearn(self, X, n_components, solver):
         fraction = n_components if isinstance(n_components, float) else None
-        if fraction is None or solver in ("full", "covariance_eigh"):
-            ranks = [n_components]
-        else:  # arpack cannot take a fraction: grow the rank until it is reached
-            top = min(X.shape) - 1
-            ranks = sorted({min(r, top) for r in (10, 20, 40, 80, 160, 320, 640)})
-            ranks = [r for r in ranks if r < top] + [top]
-        for rank in ranks:
+
+        def fit(rank):
             # X was validated in fit: skip scikit-learn's second finiteness
             # pass over it (measurable on tall data, see bench_reducers).
             with config_context(assume_finite=True):
@@ -367,13 +364,14 @@ class PCA(ReducerMixin, BaseEstimator):
                     tol=self.tol if solver == "arpack" else 0.0,
                     random_state=self.random_state,
                 ).fit(X)
-            if fraction is None or pca.explained_variance_ratio_.sum() >= fraction:
-                break
-        k = (
-            pca.n_components_
-            if fraction is None or solver != "arpack"
-            else n_components_for_fraction(pca.explained_variance_ratio_, fraction)
-        )
+            return pca, pca.explained_variance_ratio_
+
+        if fraction is None or solver in ("full", "covariance_eigh"):
+            pca, _ = fit(n_components)  # scikit-learn takes the fraction itself
+            k = pca.n_components_
+        else:  # arpack cannot take a fraction: grow the rank until it is reached
+            top = min(X.shape) - 1
+            pca, k = grow_rank(fit, fraction=fraction, start=min(10, top), upper=top)
         self.components_ = pca.components_[:k]
         self.singular_values_ = pca.singular_values_[:k]
         self.explained_variance_ = pca.explained_variance_[:k]
@@ -397,3 +395,9 @@ class PCA(ReducerMixin, BaseEstimator):
         if self.whiten:
             Z = Z * np.sqrt(self.explained_variance_)
         return Z @ self.components_ + self.mean_
+
+
+def _variance_ratio(singular_values, n_samples, total_variance):
+    """Explained variance ratio of the components of the centred data."""
+    variance = singular_values.astype(np.float64) ** 2 / max(n_samples - 1, 1)
+    return variance / total_variance if total_variance > 0 else variance * 0

@@ -16,7 +16,7 @@ from ._base import (
     ReducerMixin,
     check_n_components,
     column_mean_and_total_variance,
-    n_components_for_fraction,
+    grow_rank,
     randomized_svd_implicit,
 )
 from ._dask import (
@@ -199,15 +199,13 @@ class SVD(ReducerMixin, BaseEstimator):
         rank = n_components if fraction is None else min(10, upper)
         if is_dask_array(X) and self.algorithm == "arpack" and fraction is not None:
             rank = upper  # tsqr yields the whole spectrum in one pass anyway
-        while True:
+
+        def fit(rank):
             self._fit_rank(X, rank, moments)
-            if fraction is None or rank == upper:
-                break
-            if self.explained_variance_ratio_.sum() >= fraction:
-                break
-            rank = min(2 * rank, upper)
+            return None, self.explained_variance_ratio_
+
+        _, k = grow_rank(fit, fraction=fraction, start=rank, upper=upper)
         if fraction is not None:
-            k = n_components_for_fraction(self.explained_variance_ratio_, fraction)
             for name in (
                 "components_",
                 "singular_values_",
