@@ -22,6 +22,8 @@ Examples
 import numpy as np
 import pandas as pd
 
+from ._nets import find_net
+
 __all__ = [
     "SCORERS",
     "compare_to_base",
@@ -68,15 +70,17 @@ def _one_sample_shape(X):
     return tuple(shape[1:])
 
 
-def _module(net):
-    return net.module_
+def _module(obj):
+    """The torch module of a skorch net or of a fitted compressor's net."""
+    return find_net(obj).module_
 
 
 def _base_net(compressor):
+    """The uncompressed net at the bottom of a (chain of) compressor(s)."""
     base = compressor.base_estimator_
     while hasattr(base, "base_estimator_"):
         base = base.base_estimator_
-    return getattr(base, "estimator_", base)
+    return find_net(base)
 
 
 def compression_ratio_score(estimator, X=None, y=None):
@@ -89,7 +93,7 @@ def parameters_score(estimator, X=None, y=None):
     compressor = _compressor_of(estimator, "neg_parameters")
     from .accounting import count_parameters
 
-    return -float(count_parameters(_module(compressor.estimator_)))
+    return -float(count_parameters(_module(compressor)))
 
 
 def macs_score(estimator, X, y=None):
@@ -98,7 +102,7 @@ def macs_score(estimator, X, y=None):
     from .accounting import count_macs
 
     shape = _one_sample_shape(_transformed(estimator, X))
-    return -float(count_macs(_module(compressor.estimator_), shape))
+    return -float(count_macs(_module(compressor), shape))
 
 
 def speedup_score(estimator, X, y=None, *, repeats=10):
@@ -108,7 +112,7 @@ def speedup_score(estimator, X, y=None, *, repeats=10):
 
     shape = _one_sample_shape(_transformed(estimator, X))
     base = measure_latency(_module(_base_net(compressor)), shape, repeats=repeats)
-    compressed = measure_latency(_module(compressor.estimator_), shape, repeats=repeats)
+    compressed = measure_latency(_module(compressor), shape, repeats=repeats)
     return base / compressed
 
 
@@ -309,7 +313,7 @@ def compare_to_base(fitted, base, X, y, *, input_shape=None, latency=True):
     from .accounting import count_macs, count_parameters, measure_latency
 
     shape = tuple(input_shape) if input_shape is not None else _one_sample_shape(X)
-    module, base_module = _module(fitted.estimator_), _module(base)
+    module, base_module = _module(fitted), _module(base)
     base_score = float(base.score(X, y))
     score = float(fitted.score(X, y))
     params, base_params = count_parameters(module), count_parameters(base_module)
