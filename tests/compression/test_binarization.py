@@ -7,52 +7,23 @@ from skcompress.compression import Binarizer
 from skcompress.compression._binarization import Binarize, BinaryActivation
 from skcompress.compression._constraints import constraints_of
 from skcompress.compression._ste import straight_through
-from skcompress.datasets import load_digits_images
 from skcompress.io import dumps, load, save, tensor_storage_report
-from skcompress.models import make_digits_net
 
 
 @pytest.fixture(scope="module")
-def data():
-    X, y = load_digits_images()
-    return X[:300], y[:300], X[300:400]
-
-
-@pytest.fixture(scope="module")
-def base(data):
-    torch.set_num_threads(1)
-    X, y, _ = data
-    net = make_digits_net(
-        random_state=0, max_epochs=2, module__channels=(4, 8), module__hidden=16
-    )
-    return net.fit(X, y)
-
-
-def state(net):
-    return {k: v.clone() for k, v in net.module_.state_dict().items()}
-
-
-def assert_same_state(before, net):
-    after = net.module_.state_dict()
-    assert before.keys() == after.keys()
-    for key, value in before.items():
-        assert torch.equal(value, after[key]), key
-
-
-@pytest.fixture(scope="module")
-def binarized(base, data):
-    X, y, _ = data
+def binarized(fitted_net, data):
+    X, y = data
     # a large learning rate pushes latent weights past +-1: the clipping shows
     return Binarizer(
-        base, finetune_epochs=2, finetune_lr=0.5, prefit=True, random_state=0
+        fitted_net, finetune_epochs=2, finetune_lr=0.5, prefit=True, random_state=0
     ).fit(X, y)
 
 
 @pytest.fixture(scope="module")
-def with_activations(base, data):
-    X, y, _ = data
+def with_activations(fitted_net, data):
+    X, y = data
     return Binarizer(
-        base, mode="stochastic", activations=True, finetune_epochs=1, prefit=True,
+        fitted_net, mode="stochastic", activations=True, finetune_epochs=1, prefit=True,
         random_state=0,
     ).fit(X, y)
 
@@ -100,18 +71,17 @@ def test_straight_through_gradient_only_inside_unit_interval():
     assert torch.equal(latent.grad, torch.tensor([0.0, 1.0, 1.0, 0.0]))
 
 
-def test_scale_off_gives_plus_minus_one(base, data):
-    X, y, _ = data
+def test_scale_off_gives_plus_minus_one(fitted_net, data):
+    X, y = data
     fitted = Binarizer(
-        base, scale=False, finetune_epochs=1, prefit=True, random_state=0
+        fitted_net, scale=False, finetune_epochs=1, prefit=True, random_state=0
     ).fit(X, y)
     for name in fitted.layers_:
         weight = getattr(fitted.estimator_.module_, name).weight.detach()
         assert set(weight.unique().tolist()) <= {-1.0, 1.0}
 
 
-def test_stochastic_samples_in_training_then_freezes(with_activations, data):
-    _, _, X_test = data
+def test_stochastic_samples_in_training_then_freezes(with_activations, X_test):
     constraint = Binarize(scale=False, stochastic=True)
     latent = torch.full((4, 1000), 0.2)
     constraint.train()
@@ -148,20 +118,21 @@ def test_binary_activations_wrap_layers_after_the_first(with_activations):
     assert torch.equal(x.grad, torch.tensor([1.0, 1.0, 0.0]))
 
 
-def test_activations_need_two_binarized_layers(base, data):
-    X, y, _ = data
-    before = state(base)
-    binarizer = Binarizer(base, layers=["fc1"], activations=True, prefit=True)
+def test_activations_need_two_binarized_layers(
+    fitted_net, data, state, assert_same_state
+):
+    X, y = data
+    before = state(fitted_net)
+    binarizer = Binarizer(fitted_net, layers=["fc1"], activations=True, prefit=True)
     with pytest.raises(ValueError, match="activations=True"):
         binarizer.fit(X, y)
     assert not hasattr(binarizer, "estimator_")
-    assert_same_state(before, base)
+    assert_same_state(before, fitted_net)
 
 
 @pytest.mark.parametrize("name", ["binarized", "with_activations"])
-def test_save_load_is_exact_and_size_is_file_size(name, request, data, tmp_path):
+def test_save_load_is_exact_and_size_is_file_size(name, request, X_test, tmp_path):
     fitted = request.getfixturevalue(name)
-    _, _, X_test = data
     path = tmp_path / "model.skcz"
     save(fitted, path)
     assert fitted.size_bytes_ == path.stat().st_size
@@ -173,13 +144,12 @@ def test_save_load_is_exact_and_size_is_file_size(name, request, data, tmp_path)
     assert [v["encoding"] for k, v in binarized.items() if "fc1" in k] == ["binary"]
 
 
-def test_same_random_state_same_bytes(base, data):
-    X, y, _ = data
+def test_same_random_state_same_bytes(fitted_net, data):
+    X, y = data
 
     def fitted():
-        return Binarizer(
-            base, mode="stochastic", finetune_epochs=1, prefit=True, random_state=5
-        ).fit(X, y)
+        return Binarizer(fitted_net, mode="stochastic", finetune_epochs=1,
+                         prefit=True, random_state=5).fit(X, y)
 
     assert dumps(fitted()) == dumps(fitted())
 
@@ -189,16 +159,18 @@ def test_same_random_state_same_bytes(base, data):
     [({"mode": "random"}, "mode"), ({"scale": "yes"}, "scale"),
      ({"layers": ["nope"]}, "layers")],
 )
-def test_bad_params_fail_at_fit_and_leave_net_alone(base, data, params, match):
-    X, y, _ = data
-    before = state(base)
-    binarizer = Binarizer(base, prefit=True, finetune_epochs=1, **params)
+def test_bad_params_fail_at_fit_and_leave_net_alone(
+    fitted_net, data, params, match, state, assert_same_state
+):
+    X, y = data
+    before = state(fitted_net)
+    binarizer = Binarizer(fitted_net, prefit=True, finetune_epochs=1, **params)
     with pytest.raises(ValueError, match=match):
         binarizer.fit(X, y)
-    assert_same_state(before, base)
+    assert_same_state(before, fitted_net)
 
 
-def test_user_net_unchanged(base, binarized, with_activations):
-    assert not any(constraints_of(m) for m in base.module_.modules())
-    assert isinstance(base.module_.fc1, nn.Linear)
-    assert base.module_.conv2.weight.abs().max() < 1  # never clipped in place
+def test_user_net_unchanged(fitted_net, binarized, with_activations):
+    assert not any(constraints_of(m) for m in fitted_net.module_.modules())
+    assert isinstance(fitted_net.module_.fc1, nn.Linear)
+    assert fitted_net.module_.conv2.weight.abs().max() < 1  # never clipped in place

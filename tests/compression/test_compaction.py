@@ -9,14 +9,7 @@ from skcompress import load, save
 from skcompress.blocks import DepthwiseSeparableConv2d
 from skcompress.compression import Compactor
 from skcompress.compression._compaction import convert_conv, separable_factors
-from skcompress.datasets import load_digits_images
 from skcompress.models import make_digits_net
-
-
-@pytest.fixture(scope="module")
-def data():
-    X, y = load_digits_images()
-    return X[:300], y[:300]
 
 
 @pytest.fixture(scope="module")

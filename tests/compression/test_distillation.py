@@ -16,7 +16,6 @@ from skcompress import load, save
 from skcompress.accounting import count_parameters, dense_size_bytes
 from skcompress.compression import Distiller
 from skcompress.compression._distillation import DistillationLoss, teacher_logits
-from skcompress.datasets import load_digits_images
 from skcompress.models import DigitsCNN, make_digits_net
 
 TINY = dict(module__channels=(4, 8), module__hidden=16)
@@ -24,22 +23,6 @@ TINY = dict(module__channels=(4, 8), module__hidden=16)
 
 def tiny_student(max_epochs=2, **kwargs):
     return make_digits_net(max_epochs=max_epochs, **{**TINY, **kwargs})
-
-
-def state(net):
-    return {k: v.clone() for k, v in net.module_.state_dict().items()}
-
-
-def assert_same_state(before, net):
-    after = net.module_.state_dict()
-    assert before.keys() == after.keys()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-
-
-@pytest.fixture(scope="module")
-def data():
-    X, y = load_digits_images()
-    return X[:300], y[:300]
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +156,9 @@ def test_random_forest_teacher_is_distilled_and_left_untouched(data, forest):
     assert distiller.original_size_bytes_ == dense_size_bytes(distiller.estimator_)
 
 
-def test_net_teacher_sizes_and_the_saved_student(data, teacher):
+def test_net_teacher_sizes_and_the_saved_student(
+    data, teacher, state, assert_same_state
+):
     X, y = data
     before = state(teacher)
     distiller = Distiller(tiny_student(), teacher=teacher, temperature=3.0,
@@ -197,7 +182,9 @@ def test_net_teacher_sizes_and_the_saved_student(data, teacher):
     np.testing.assert_array_equal(loaded.predict(X), distiller.predict(X))
 
 
-def test_prefit_student_is_finetuned_for_finetune_epochs(data, teacher):
+def test_prefit_student_is_finetuned_for_finetune_epochs(
+    data, teacher, state, assert_same_state
+):
     X, y = data
     student = tiny_student().fit(X, y)
     before = state(student)
@@ -323,7 +310,9 @@ def test_prefit_teacher_must_be_fitted(data, teacher):
         Distiller(tiny_student(), teacher=tiny_student()).fit(X, y)
 
 
-def test_failed_fit_leaves_student_and_teacher_untouched(data, teacher):
+def test_failed_fit_leaves_student_and_teacher_untouched(
+    data, teacher, state, assert_same_state
+):
     X, y = data
     student = tiny_student().fit(X, y)
     before_student, before_teacher = state(student), state(teacher)

@@ -15,32 +15,6 @@ from skcompress.compression._lowrank import (
     factorize_conv_tucker,
     factorize_linear,
 )
-from skcompress.datasets import load_digits_images
-from skcompress.models import make_digits_net
-
-TINY = dict(max_epochs=3, module__channels=(4, 8), module__hidden=16)
-
-
-@pytest.fixture(scope="module")
-def data():
-    X, y = load_digits_images()
-    return X[:240], y[:240]
-
-
-@pytest.fixture(scope="module")
-def fitted_net(data):
-    torch.set_num_threads(1)
-    return make_digits_net(**TINY).fit(*data)
-
-
-def state(net):
-    return {k: v.clone() for k, v in net.module_.state_dict().items()}
-
-
-def assert_same_state(net, before):
-    after = net.module_.state_dict()
-    assert after.keys() == before.keys()
-    assert all(torch.equal(after[k], v) for k, v in before.items())
 
 
 def lowrank(fitted_net, data, **params):
@@ -102,10 +76,12 @@ def test_full_rank_leaves_the_net_as_it_is(fitted_net, data):
 
 
 @pytest.mark.parametrize("method", ["channel", "tucker"])
-def test_factorized_net_is_smaller_and_round_trips(fitted_net, data, method, tmp_path):
+def test_factorized_net_is_smaller_and_round_trips(
+    fitted_net, data, method, tmp_path, state, assert_same_state
+):
     before = state(fitted_net)
     compressor = lowrank(fitted_net, data, rank=0.25, method=method)
-    assert_same_state(fitted_net, before)
+    assert_same_state(before, fitted_net)
     base, small = fitted_net.module_, compressor.estimator_.module_
     assert count_parameters(small) < count_parameters(base)
     assert count_macs(small, (1, 8, 8)) < count_macs(base, (1, 8, 8))
@@ -183,11 +159,13 @@ def test_grouped_convolutions_are_skipped(data):
         ({"method": "cp"}, "method"),
     ],
 )
-def test_bad_params_raise_and_leave_the_net_alone(fitted_net, data, params, match):
+def test_bad_params_raise_and_leave_the_net_alone(
+    fitted_net, data, params, match, state, assert_same_state
+):
     before = state(fitted_net)
     compressor = LowRankCompressor(fitted_net, prefit=True, **params)
     with pytest.raises(ValueError, match=match):
         compressor.fit(*data)
     assert not hasattr(compressor, "estimator_")
     assert not hasattr(compressor, "factorized_layers_")
-    assert_same_state(fitted_net, before)
+    assert_same_state(before, fitted_net)

@@ -22,7 +22,6 @@ from skorch.callbacks import Callback
 
 from skcompress import _threads
 from skcompress.compression import Pruner
-from skcompress.datasets import load_digits_images
 from skcompress.models import SeedTorch, make_digits_net
 
 SPARSITIES = [0.3, 0.6, 0.9]
@@ -41,12 +40,6 @@ def max_threads_scorer(estimator, X, y):
 
 
 SCORING = {"accuracy": "accuracy", "threads": max_threads_scorer}
-
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits_images()
-    return X[:300], y[:300]
 
 
 def make_search(n_jobs):
@@ -128,8 +121,8 @@ def test_worker_threads_limits_then_restores(monkeypatch, torch_threads):
     assert fresh == [2, 2]
 
 
-def test_loky_search_matches_serial_and_uses_its_share(digits, torch_threads):
-    X, y = digits
+def test_loky_search_matches_serial_and_uses_its_share(data, torch_threads):
+    X, y = data
     budget = loky_budget(2)
     # Same thread count in the serial run as in each worker, so that the two
     # runs do the same floating-point operations in the same order.
@@ -150,8 +143,8 @@ def test_loky_search_matches_serial_and_uses_its_share(digits, torch_threads):
     assert np.all(split_scores(parallel, "threads") == budget)
 
 
-def test_threading_search_limits_torch_threads(digits, torch_threads, monkeypatch):
-    X, y = digits
+def test_threading_search_limits_torch_threads(data, torch_threads, monkeypatch):
+    X, y = data
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     torch_threads(2)
     # The problem: joblib gives worker threads no budget, torch would use 2 each.

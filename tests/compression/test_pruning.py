@@ -17,23 +17,9 @@ from skcompress.compression._pruning import (
     weight_importance,
     weight_masks,
 )
-from skcompress.datasets import load_digits_images
 from skcompress.models import make_digits_net
 
-TINY = dict(max_epochs=3, module__channels=(4, 8), module__hidden=16)
 PRUNED = ("conv1", "conv2", "fc1")
-
-
-@pytest.fixture(scope="module")
-def data():
-    X, y = load_digits_images()
-    return X[:240], y[:240]
-
-
-@pytest.fixture(scope="module")
-def fitted_net(data):
-    torch.set_num_threads(1)
-    return make_digits_net(**TINY).fit(*data)
 
 
 def prune_net(fitted_net, data, **params):

@@ -15,7 +15,6 @@ from skcompress.compression._quantization import (
     kmeans_codebook,
     uniform_grid,
 )
-from skcompress.datasets import load_digits_images
 from skcompress.io import dumps, encode_tensor, load, save, tensor_storage_report
 from skcompress.models import make_digits_net
 
@@ -28,49 +27,25 @@ def tiny_net(**overrides):
 
 
 @pytest.fixture(scope="module")
-def data():
-    X, y = load_digits_images()
-    return X[:300], y[:300], X[300:400]
-
-
-@pytest.fixture(scope="module")
-def base(data):
-    torch.set_num_threads(1)
-    X, y, _ = data
-    return tiny_net().fit(X, y)
-
-
-def state(net):
-    return {k: v.clone() for k, v in net.module_.state_dict().items()}
-
-
-def assert_same_state(before, net):
-    after = net.module_.state_dict()
-    assert before.keys() == after.keys()
-    for key, value in before.items():
-        assert torch.equal(value, after[key]), key
-
-
-@pytest.fixture(scope="module")
-def kmeans(base, data):
-    X, y, _ = data
-    return Quantizer(base, bits=2, finetune_epochs=2, prefit=True, random_state=0).fit(
-        X, y
-    )
-
-
-@pytest.fixture(scope="module")
-def uniform(base, data):
-    X, y, _ = data
+def kmeans(fitted_net, data):
+    X, y = data
     return Quantizer(
-        base, bits=4, method="uniform", finetune_epochs=1, prefit=True, random_state=0
+        fitted_net, bits=2, finetune_epochs=2, prefit=True, random_state=0
     ).fit(X, y)
 
 
 @pytest.fixture(scope="module")
-def chained(base, data):
-    X, y, _ = data
-    pruner = Pruner(base, sparsity=0.8, finetune_epochs=1, prefit=True, random_state=0)
+def uniform(fitted_net, data):
+    X, y = data
+    return Quantizer(fitted_net, bits=4, method="uniform", finetune_epochs=1,
+                     prefit=True, random_state=0).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def chained(fitted_net, data):
+    X, y = data
+    pruner = Pruner(fitted_net, sparsity=0.8, finetune_epochs=1, prefit=True,
+                    random_state=0)
     pruner.fit(X, y)
     quantizer = Quantizer(
         pruner, bits=3, finetune_epochs=1, prefit=True, random_state=0
@@ -78,12 +53,12 @@ def chained(base, data):
     return quantizer.fit(X, y)
 
 
-def test_kmeans_layers_hold_at_most_2_to_bits_values(kmeans, base, data):
-    X, y, _ = data
+def test_kmeans_layers_hold_at_most_2_to_bits_values(kmeans, fitted_net, data):
+    X, y = data
     module = kmeans.estimator_.module_
     assert kmeans.layers_ == list(LAYERS)  # output layer included by default
     untuned = Quantizer(
-        base, bits=2, finetune_epochs=0, prefit=True, random_state=0
+        fitted_net, bits=2, finetune_epochs=0, prefit=True, random_state=0
     ).fit(X, y)
     for name in LAYERS:
         weight = getattr(module, name).weight.detach()
@@ -99,8 +74,8 @@ def test_kmeans_layers_hold_at_most_2_to_bits_values(kmeans, base, data):
         assert not torch.equal(weight, before)
 
 
-def test_kmeans_codebook_matches_sklearn_linear_init(base):
-    weight = base.module_.fc1.weight.detach()
+def test_kmeans_codebook_matches_sklearn_linear_init(fitted_net):
+    weight = fitted_net.module_.fc1.weight.detach()
     centroids, indices = kmeans_codebook(weight, 3, random_state=0)
     values = weight.double().reshape(-1, 1).numpy()
     init = np.linspace(values.min(), values.max(), 8)[:, None]
@@ -131,9 +106,9 @@ def test_codebook_gradient_is_summed_per_cluster():
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("per_channel", [True, False])
 @pytest.mark.parametrize("bits", [2, 4, 8])
-def test_uniform_error_is_at_most_half_a_step(base, bits, symmetric, per_channel):
+def test_uniform_error_is_at_most_half_a_step(fitted_net, bits, symmetric, per_channel):
     for name in LAYERS:
-        weight = getattr(base.module_, name).weight.detach()
+        weight = getattr(fitted_net.module_, name).weight.detach()
         scale, zero_point, qmin, qmax = uniform_grid(
             weight, bits, symmetric=symmetric, per_channel=per_channel
         )
@@ -193,9 +168,9 @@ def test_pruned_zeros_survive_quantization(chained):
     assert tensor_storage_report(module)["fc1.weight"]["encoding"] == "sparse"
 
 
-def test_hand_registered_mask_then_uniform(base, data):
-    X, y, _ = data
-    net = copy.deepcopy(base)
+def test_hand_registered_mask_then_uniform(fitted_net, data):
+    X, y = data
+    net = copy.deepcopy(fitted_net)
     layer = net.module_.fc1
     mask = torch.rand(layer.weight.shape) > 0.7
     add_constraint(layer, Mask(mask), "weight")
@@ -208,9 +183,8 @@ def test_hand_registered_mask_then_uniform(base, data):
 
 
 @pytest.mark.parametrize("name", ["kmeans", "uniform", "chained"])
-def test_save_load_is_exact_and_size_is_file_size(name, request, data, tmp_path):
+def test_save_load_is_exact_and_size_is_file_size(name, request, X_test, tmp_path):
     fitted = request.getfixturevalue(name)
-    _, _, X_test = data
     path = tmp_path / "model.skcz"
     save(fitted, path)
     assert fitted.size_bytes_ == path.stat().st_size
@@ -221,11 +195,11 @@ def test_save_load_is_exact_and_size_is_file_size(name, request, data, tmp_path)
     assert fitted.compression_ratio_ > 4
 
 
-def test_same_random_state_same_bytes(base, data):
-    X, y, _ = data
+def test_same_random_state_same_bytes(fitted_net, data):
+    X, y = data
     def fitted():
         return Quantizer(
-            base, bits=3, finetune_epochs=1, prefit=True, random_state=3
+            fitted_net, bits=3, finetune_epochs=1, prefit=True, random_state=3
         ).fit(X, y)
 
     assert dumps(fitted()) == dumps(fitted())
@@ -243,30 +217,34 @@ def test_same_random_state_same_bytes(base, data):
         ({"layers": ["nope"]}, ValueError, "layers"),
     ],
 )
-def test_bad_params_fail_at_fit_and_leave_net_alone(base, data, params, error, match):
-    X, y, _ = data
-    before = state(base)
-    quantizer = Quantizer(base, prefit=True, finetune_epochs=1, **params)
+def test_bad_params_fail_at_fit_and_leave_net_alone(
+    fitted_net, data, params, error, match, state, assert_same_state
+):
+    X, y = data
+    before = state(fitted_net)
+    quantizer = Quantizer(fitted_net, prefit=True, finetune_epochs=1, **params)
     with pytest.raises(error, match=match):
         quantizer.fit(X, y)
     assert not hasattr(quantizer, "estimator_")
-    assert_same_state(before, base)
+    assert_same_state(before, fitted_net)
 
 
-def test_user_net_unchanged(base, data, kmeans, uniform, chained):
-    X, y, _ = data
-    before = state(base)
-    Quantizer(base, bits=2, finetune_epochs=1, prefit=True, random_state=1).fit(X, y)
-    assert_same_state(before, base)
-    assert not any(constraints_of(m) for m in base.module_.modules())
+def test_user_net_unchanged(
+    fitted_net, data, kmeans, uniform, chained, state, assert_same_state
+):
+    X, y = data
+    before = state(fitted_net)
+    Quantizer(fitted_net, bits=2, finetune_epochs=1, prefit=True,
+              random_state=1).fit(X, y)
+    assert_same_state(before, fitted_net)
+    assert not any(constraints_of(m) for m in fitted_net.module_.modules())
 
 
 @pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
-def test_export_int8_uses_the_fitted_integers(base, data):
-    X, y, X_test = data
-    fitted = Quantizer(
-        base, bits=8, method="uniform", finetune_epochs=0, prefit=True, random_state=0
-    ).fit(X, y)
+def test_export_int8_uses_the_fitted_integers(fitted_net, data, X_test):
+    X, y = data
+    fitted = Quantizer(fitted_net, bits=8, method="uniform", finetune_epochs=0,
+                       prefit=True, random_state=0).fit(X, y)
     int8 = fitted.export_int8()
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
@@ -279,11 +257,11 @@ def test_export_int8_uses_the_fitted_integers(base, data):
     np.testing.assert_allclose(out.numpy(), fitted.transform(X_test), atol=0.05)
     assert (out.argmax(1).numpy() == fitted.predict(X_test)).mean() > 0.95
     with pytest.raises(ValueError, match="method='uniform'"):
-        Quantizer(base, prefit=True, finetune_epochs=0).fit(X, y).export_int8()
+        Quantizer(fitted_net, prefit=True, finetune_epochs=0).fit(X, y).export_int8()
 
 
 def test_grid_search_over_chain(data):
-    X, y, _ = data
+    X, y = data
     net = tiny_net(max_epochs=1)
     search = GridSearchCV(
         Quantizer(
