@@ -18,9 +18,9 @@ One job per module:
 - :mod:`.writer` / :mod:`.reader`: one encoding per net / checked decoding.
 """
 
+from .._nets import find_net
 from .container import FORMAT_VERSION
 from .errors import FormatError
-from .._nets import find_net
 from .parametrize import bake, collect_hints, give_own_class
 from .reader import load, loads
 from .tensors import decode_tensor, encode_tensor

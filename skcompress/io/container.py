@@ -131,26 +131,47 @@ def unpack(data):
     return header, blob
 
 
+def _check_regular(fd, name):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise FormatError(f"{name} is not a regular file; only regular files are read")
+    return info.st_size
+
+
 def read_bytes(file, limit=LIMITS["file_bytes"]):
-    """Read a whole file: only regular files, at most ``limit`` bytes."""
+    """Read a whole file: only regular files, at most ``limit`` bytes.
+
+    A path is opened without blocking (a FIFO cannot hang the reader) and
+    checked with ``fstat`` before anything is read; so is a file object that
+    has a file descriptor. Other file objects (``io.BytesIO``) are read up to
+    ``limit`` bytes.
+    """
     if isinstance(file, (str, os.PathLike)):
+        name = repr(os.fspath(file))
         try:
             fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except OSError as exc:
-            raise FormatError(f"cannot open {os.fspath(file)!r}: {exc}") from None
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise FormatError(
-                    f"{os.fspath(file)!r} is not a regular file; only regular "
-                    "files are read")
-            if info.st_size > limit:
+            raise FormatError(f"cannot open {name}: {exc}") from None
+        try:
+            size = _check_regular(fd, name)
+            if size > limit:
                 raise FormatError("the file is larger than the format allows")
-            data = handle.read(info.st_size + 1)
+            with os.fdopen(fd, "rb") as handle:
+                fd = None
+                data = handle.read(size + 1)
+        finally:
+            if fd is not None:
+                os.close(fd)
     else:
         read = getattr(file, "read", None)
         if read is None:
             raise TypeError("file must be a path or a binary file object.")
+        try:
+            fd = file.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        if fd is not None:
+            _check_regular(fd, "the file object")
         data = read(limit + 1)
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError("file must be opened in binary mode.")

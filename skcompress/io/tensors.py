@@ -90,7 +90,8 @@ def _row_classes(symbols, row_of, rows, n_symbols):
         classes[order] = (np.arange(rows) * n_classes // rows).astype(np.uint8)
         cost = sum(_entropy_bytes(per_row[classes == c].sum(axis=0))
                    for c in range(n_classes))
-        cost += 2 * n_symbols * n_classes + rows * math.log2(n_classes) / 8
+        cost += 2 * n_symbols * n_classes + (
+            bits.packed_size(rows, bits.width_for(n_classes)) if n_classes > 1 else 0)
         if best_cost is None or cost < best_cost:
             best, best_cost = classes, cost
     return best
@@ -140,7 +141,7 @@ def _encode_symbols(symbols, n_symbols, rows=1, row_of=None):
     meta = {"n": int(n_symbols), "codec": "ans", "classes": n_classes}
     out = [_le(np.concatenate(tables), np.uint16)]
     if n_classes > 1:
-        out.append(zstd.compress(classes.tobytes()))
+        out.append(bits.pack(classes, bits.width_for(n_classes)).tobytes())
     return meta, out + [_le(words, np.uint32)]
 
 
@@ -158,7 +159,8 @@ def _decode_symbols(meta, take, count, rows=1, row_of=None):
         if n_classes > 1:
             if rows < 2:
                 raise FormatError("row classes do not match the tensor")
-            classes = np.frombuffer(zstd.decompress(take(), rows), dtype=np.uint8)
+            width = bits.width_for(n_classes)
+            classes = bits.unpack(take(bits.packed_size(rows, width)), width, rows)
             if classes.max() >= n_classes:
                 raise FormatError("a row class is out of range")
             of_symbol = classes[_rows_of(count, rows, row_of)]

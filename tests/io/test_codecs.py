@@ -21,7 +21,8 @@ def test_bits_round_trip(width, count):
         bits.unpack(packed.tobytes() + b"\0", width, count)
 
 
-@pytest.mark.parametrize("n_symbols,count", [(2, 1), (8, 5000), (16, 70000), (256, 3000)])
+@pytest.mark.parametrize("n_symbols,count",
+                         [(2, 1), (8, 5000), (16, 70000), (256, 3000)])
 def test_ans_round_trip_reaches_the_entropy(n_symbols, count):
     rng = np.random.default_rng(count)
     p = rng.dirichlet(np.ones(n_symbols))
@@ -117,7 +118,7 @@ def test_uniform_grid_round_trip_and_wrong_grid_falls_back():
     scale = rng.random(16).astype(np.float32) + 0.1
     zero_point = rng.integers(-3, 3, 16)
     q = rng.integers(0, 16, (16, 40))
-    w = ((q - zero_point[:, None]).astype(np.float32) * scale[:, None]).astype(np.float32)
+    w = (q - zero_point[:, None]).astype(np.float32) * scale[:, None]
     hint = {"kind": "uniform", "scale": scale, "zero_point": zero_point}
     encoded = encode(w, [hint])
     assert encoded.encoding == "uniform"

@@ -9,9 +9,9 @@ from skorch import NeuralNetRegressor
 from torch import nn
 from torch.nn.utils import parametrize
 
-from skcompress.datasets import load_digits_images
 from skcompress.compression._constraints import Mask as LibraryMask
 from skcompress.compression._quantization import Codebook
+from skcompress.datasets import load_digits_images
 from skcompress.io import (
     FormatError,
     bake,

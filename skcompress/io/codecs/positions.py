@@ -9,9 +9,20 @@ Lines of different densities (dead units, dead inputs of a pruned layer) so
 cost about their own entropy ``l * H(k / l)`` bits, within a few bits of the
 enumerative ``log2 C(l, k)``, and decoding is one vectorized pass.
 
-Gap symbols: ``s < 255`` skips ``s`` zeros then places a nonzero; ``255``
-skips 255 zeros and places nothing. Lines are grouped by a density class
-computed with integer arithmetic from ``(k, l)``; one ANS model per class.
+Two models, chosen by size (docs/format.md, "Positions"):
+
+``enumerative`` (views of at most ``ENUM_MAX_CELLS`` cells, lines of at most
+``ENUM_MAX_LENGTH``): every cell of a line is coded with the probability
+``r / m`` that it is nonzero, ``r`` nonzeros being left among its ``m`` last
+cells; a line costs exactly ``log2 C(l, k)`` bits (enumerative coding, which
+knows ``k``). Cells whose value is implied (``r == 0`` or ``r == m``) cost
+nothing. The decoder steps through the columns, all lines at once.
+
+``geometric`` (larger views): gap symbols ``s < 255`` skip ``s`` zeros then
+place a nonzero; ``255`` skips 255 zeros and places nothing. Lines are
+grouped by a density class computed with integer arithmetic from ``(k, l)``;
+one ANS model per class. A line costs about ``l * H(k / l)`` bits, a few bits
+more than enumerative coding, and decoding is one vectorized pass.
 """
 
 import math
@@ -24,6 +35,8 @@ from . import ans, zstd
 __all__ = ["cost_bits", "decode", "encode"]
 
 ESCAPE = 255
+ENUM_MAX_CELLS = 1 << 18
+ENUM_MAX_LENGTH = 4096
 _CLASS_BITS = 16  # densities are classed on a 1/65536 grid ...
 _MANTISSA = 3     # ... as minifloats with a 3-bit mantissa
 _MAX_CLASSES = (_CLASS_BITS + 2) << _MANTISSA
@@ -49,14 +62,32 @@ def _side_stream(kept, counts, escapes=()):
                          + np.asarray(escapes, dtype="<u4").tobytes())
 
 
+def _enumerative_bits(counts, length):
+    from scipy.special import gammaln
+
+    k = np.asarray(counts, dtype=np.float64)
+    log_comb = gammaln(length + 1) - gammaln(k + 1) - gammaln(length - k + 1)
+    return float(log_comb.sum() / np.log(2))
+
+
+def _model_of(n_lines, length):
+    cells = n_lines * length
+    return ("enumerative" if cells <= ENUM_MAX_CELLS and length <= ENUM_MAX_LENGTH
+            else "geometric")
+
+
 def cost_bits(mask, shape, transpose):
-    """Bits of the positions in one orientation: the lines' ideal cost, the
-    column bitmap and the compressed line counts."""
+    """Bits of the positions in one orientation: the lines' cost under the
+    model that orientation gets, the column bitmap and the line counts."""
     view = _view(mask, shape, transpose)
     kept = view.any(axis=0)
     length = int(kept.sum())
     counts = view[:, kept].sum(axis=1)
-    return _line_bits(counts, length) + 8 * len(_side_stream(kept, counts))
+    if _model_of(view.shape[0], length) == "enumerative":
+        lines = _enumerative_bits(counts, length)
+    else:
+        lines = _line_bits(counts, length)
+    return lines + 8 * len(_side_stream(kept, counts))
 
 
 def density_class(counts, length):
@@ -98,6 +129,52 @@ def _model(cls):
     return constriction.stream.model.Categorical(probs / probs.sum(), perfect=False)
 
 
+def _bernoulli():
+    import constriction
+
+    return constriction.stream.model.Bernoulli(perfect=False)
+
+
+def _encode_enumerative(sub, counts):
+    """ANS words of every undetermined cell, column by column."""
+    n_lines, length = sub.shape
+    cells = sub.astype(np.int64)
+    before = np.cumsum(cells, axis=1) - cells  # nonzeros before each cell
+    left = counts[:, None] - before            # r: nonzeros left from here on
+    remaining = length - np.arange(length)     # m: cells left from here on
+    active = (left > 0) & (left < remaining)
+    order = active.T  # column-major: the decoder steps through the columns
+    symbols = cells.T[order].astype(np.int32)
+    probs = (left / remaining).T[order]
+    coder = ans._coder()
+    if symbols.size:
+        coder.encode_reverse(symbols, _bernoulli(), probs)
+    return coder.get_compressed()
+
+
+def _decode_enumerative(words, counts, length):
+    """Cells (lines x length, bool) from the words and the line counts."""
+    n_lines = counts.size
+    out = np.zeros((n_lines, length), dtype=bool)
+    left = counts.astype(np.int64).copy()
+    model = _bernoulli()
+    try:
+        coder = ans._coder(np.frombuffer(words, dtype="<u4"))
+        for t in range(length):
+            m = length - t
+            full = left == m
+            out[full, t] = True
+            active = np.flatnonzero((left > 0) & ~full)
+            if active.size:
+                bits = np.asarray(coder.decode(model, left[active] / m), dtype=bool)
+                out[active[bits], t] = True
+                left[active[bits]] -= 1
+            left[full] -= 1
+    except Exception as exc:
+        raise FormatError(f"sparse position stream is corrupted ({exc})") from None
+    return out
+
+
 def _count_dtype(length):
     return np.uint8 if length <= 0xFF else np.uint16 if length <= 0xFFFF else np.uint32
 
@@ -112,6 +189,10 @@ def encode(mask, shape):
     sub = view[:, kept]
     length = int(sub.shape[1])
     counts = sub.sum(axis=1)
+    if _model_of(sub.shape[0], length) == "enumerative":
+        words = _encode_enumerative(sub, counts)
+        meta = {"transpose": bool(transpose), "model": "enumerative"}
+        return meta, [_side_stream(kept, counts), words.astype("<u4").tobytes()]
     rows, cols = np.nonzero(sub)
     # gaps within each line
     first = np.ones(rows.size, dtype=bool)
@@ -138,7 +219,7 @@ def encode(mask, shape):
                for i, c in enumerate(used)]
     words = ans.encode_many(streams)
     escapes = [int((s == ESCAPE).sum()) for s, _ in streams]
-    meta = {"transpose": bool(transpose)}
+    meta = {"transpose": bool(transpose), "model": "geometric"}
     arrays = [_side_stream(kept, counts, escapes), words.astype("<u4").tobytes()]
     return meta, arrays
 
@@ -164,6 +245,9 @@ def decode(meta, side, words, shape, n_nonzero):
     length = int(kept_ids.size)
     counts = np.frombuffer(side, dtype=dtype, offset=n_bitmap,
                            count=n_lines).astype(np.int64)
+    model = meta.get("model")
+    if model not in ("enumerative", "geometric"):
+        raise FormatError(f"unknown position model {model!r}")
     if (len(side) - fixed) % 4:
         raise FormatError("sparse escape counts have an invalid length")
     escapes = np.frombuffer(side, dtype="<u4", offset=fixed).astype(np.int64)
@@ -171,6 +255,15 @@ def decode(meta, side, words, shape, n_nonzero):
         raise FormatError("sparse line counts do not match the tensor")
     if int(counts.sum()) != n_nonzero:
         raise FormatError("sparse line counts do not add up to the nonzeros")
+    if len(words) % 4:
+        raise FormatError("sparse position stream has an invalid length")
+    if model == "enumerative":
+        if _model_of(n_lines, length) != "enumerative" or len(side) != fixed:
+            raise FormatError("sparse positions are too large for their model")
+        lines, cols = np.nonzero(_decode_enumerative(words, counts, length))
+        cols = kept_ids[cols]
+        flat = cols * n_lines + lines if transpose else lines * n_cols + cols
+        return np.sort(flat)
     classes = density_class(counts, length)
     used = np.unique(classes[counts > 0])
     if used.size != escapes.size:
@@ -183,8 +276,6 @@ def decode(meta, side, words, shape, n_nonzero):
         if n_escapes > lines.size * (length // ESCAPE + 1):
             raise FormatError("sparse position stream is longer than its lines allow")
         parts.append((int(counts[lines].sum()) + n_escapes, _model(c)))
-    if len(words) % 4:
-        raise FormatError("sparse position stream has an invalid length")
     decoded = ans.decode_many(np.frombuffer(words, dtype="<u4"), parts)
     line_of, col_of = [], []
     for c, symbols in zip(used.tolist(), decoded):
