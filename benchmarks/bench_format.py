@@ -9,6 +9,7 @@ no fine-tuning), only its weights matter.
 
     python benchmarks/bench_format.py --json format.json
     python benchmarks/bench_format.py --net resnet20 --repeats 3   # quick
+    python benchmarks/bench_format.py --codecs   # docs/format.md's codec table
 
 Targets (issue "Format v3"): dumps <= 2x torch.save after 4-bit uniform
 quantization, <= 3x after pruning 90% then 4-bit k-means; loads <= 2x
@@ -72,13 +73,72 @@ def _rows(name, fitted, X, repeats):
     }
 
 
+def codec_table(repeats):
+    """Sizes and times of the symbol coders on real and synthetic streams."""
+    import lzma
+    import zlib
+
+    from skcompress.compression import Quantizer
+    from skcompress.datasets import load_digits_images
+    from skcompress.io import bake
+    from skcompress.io.codecs import ans, bits, zstd
+    from skcompress.models import make_digits_net
+
+    X, y = load_digits_images()
+    base = make_digits_net(random_state=0, max_epochs=10).fit(X, y)
+    streams = []
+    for n_bits in (4, 2):
+        fitted = Quantizer(base, bits=n_bits, prefit=True, finetune_epochs=0,
+                           random_state=0).fit(X, y)
+        w = bake(fitted.estimator_.module_).fc1.weight.detach().numpy().ravel()
+        symbols = np.unique(w, return_inverse=True)[1].astype(np.uint8)
+        streams.append((f"digits fc1, k-means {n_bits} bits", symbols, n_bits))
+    rng = np.random.default_rng(0)
+    gaussian = np.clip(np.rint(rng.standard_normal(2_359_296) / (3 / 7)) + 8, 0, 15)
+    streams.append(("Gaussian 4 bits (ResNet-18 layer4 size)",
+                    gaussian.astype(np.uint8), 4))
+    print("| stream | symbols | entropy | ANS | zstd (packed) | zlib-9 | LZMA |")
+    for name, symbols, width in streams:
+        counts = np.bincount(symbols)
+        counts = counts[counts > 0]
+        entropy = -(counts * np.log2(counts / symbols.size)).sum() / 8
+        (freq, words), t_enc = _timed(lambda s=symbols, w=width: ans.encode(s, 1 << w),
+                                      repeats)
+        _, t_dec = _timed(lambda f=freq, w=words, s=symbols: ans.decode(f, w, s.size),
+                          repeats)
+        ans_bytes = words.nbytes + freq.nbytes
+        cells = [f"{ans_bytes:,} B, {1e3 * t_enc:.1f}/{1e3 * t_dec:.1f} ms"]
+        packed = bits.pack(symbols, width).tobytes()
+        size = len(packed)
+        for compress, decompress in (
+            (zstd.compress, lambda z: zstd.decompress(z, size)),
+            (lambda d: zlib.compress(d, 9), zlib.decompress),
+            (lambda d: lzma.compress(d, preset=9), lzma.decompress),
+        ):
+            stored, t_enc = _timed(lambda d=packed, c=compress: c(d), repeats)
+            _, t_dec = _timed(lambda z=stored, d=decompress: d(z), repeats)
+            cells.append(f"{len(stored):,} B, {1e3 * t_enc:.1f}/{1e3 * t_dec:.1f} ms")
+        print(f"| {name} | {symbols.size:,} | {entropy:,.0f} B | " + " | ".join(cells)
+              + " |")
+
+
+def _timed(fn, repeats):
+    result = fn()
+    return result, _median_time(fn, repeats)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--net", choices=["resnet18", "resnet20"], default="resnet18")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", metavar="PATH")
+    p.add_argument("--codecs", action="store_true",
+                   help="print the codec comparison of docs/format.md instead")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.codecs:
+        codec_table(args.repeats)
+        return
     warnings.simplefilter("ignore")
     rng = np.random.RandomState(0)
     X = torch.as_tensor(rng.rand(64, 3, 32, 32).astype(np.float32))

@@ -1,12 +1,10 @@
 """Quantization and binarization of the digits CNN, side by side with PyTorch's
 own dynamic int8 quantization, and the prune-then-quantize chain.
 
-Protocol: DESIGN.md ("Benchmark protocol"). One base net per seed, handed to
+Protocol: docs/design.md ("Benchmark protocol"). One base net per seed, handed to
 every experiment with ``prefit=True``. ``EXPERIMENTS`` maps a technique to a
 function ``(seed, base, data) -> list of rows`` (``benchmarks/bench_compress.py``
-merges it). Besides the protocol's columns, rows carry ``size_ratio_raw``: the
-size ratio of the same file without its entropy-coding stage
-(``skcompress.io.dumps(obj, entropy_coding=False)``).
+merges it). Besides the protocol's columns, rows carry ``finetune_s``.
 
     python benchmarks/bench_quantize.py --json quantize.json --plot quantize.png
     python benchmarks/bench_quantize.py --experiments chain --seeds 0
@@ -37,7 +35,6 @@ from _protocol import (  # noqa: E402
 
 from skcompress.accounting import dense_size_bytes, measure_latency  # noqa: E402
 from skcompress.compression import Binarizer, Pruner, Quantizer  # noqa: E402
-from skcompress.io import dumps  # noqa: E402
 
 KMEANS_BITS = (2, 4, 8)
 UNIFORM_BITS = (8, 4)
@@ -53,9 +50,6 @@ CHAIN_QUANTIZE = dict(finetune_epochs=2, finetune_lr=5e-4)
 
 def _row(technique, setting, fitted, base, data, *, latency=False):
     row = evaluate(technique, setting, fitted, base, data, latency=latency)
-    row["size_ratio_raw"] = fitted.original_size_bytes_ / len(
-        dumps(fitted, entropy_coding=False)
-    )
     row["finetune_s"] = fitted.fit_time_.get("finetune", float("nan"))
     return row
 
