@@ -111,7 +111,7 @@ def codec_table(repeats):
         packed = bits.pack(symbols, width).tobytes()
         size = len(packed)
         for compress, decompress in (
-            (zstd.compress, lambda z: zstd.decompress(z, size)),
+            (zstd.compress, lambda z, n=size: zstd.decompress(z, n)),
             (lambda d: zlib.compress(d, 9), zlib.decompress),
             (lambda d: lzma.compress(d, preset=9), lzma.decompress),
         ):
