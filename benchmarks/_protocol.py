@@ -1,4 +1,4 @@
-"""The benchmark protocol of DESIGN.md, shared by every benchmark script.
+"""The benchmark protocol of docs/design.md, shared by every benchmark script.
 
 - data: ``load_digits_images()`` split with ``train_test_split(test_size=0.25,
   stratify=y, random_state=0)``;

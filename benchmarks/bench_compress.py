@@ -1,7 +1,7 @@
 """Network compression on the digits CNN: pruning and low-rank, side by side
 with torch.nn.utils.prune and torch-pruning's own MetaPruner.
 
-Protocol: DESIGN.md ("Benchmark protocol"). One base net per seed, handed to
+Protocol: docs/design.md ("Benchmark protocol"). One base net per seed, handed to
 every experiment with ``prefit=True``. An experiment is a function
 ``(seed, base, data) -> list of rows`` registered in ``EXPERIMENTS`` under a
 technique name; ``benchmarks/bench_quantize.py`` and ``bench_distill.py``

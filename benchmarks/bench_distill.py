@@ -1,6 +1,6 @@
 """Distillation into compact students, and depthwise-separable compaction.
 
-Protocol of DESIGN.md: digits split, teacher = the base net
+Protocol of docs/design.md: digits split, teacher = the base net
 ``make_digits_net(random_state=seed)`` (trained once per seed on the train
 split), seeds 0-2. The test split is only used to report accuracies: no
 setting below is chosen by looking at it.

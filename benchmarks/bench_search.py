@@ -4,7 +4,7 @@
 the base net once per fold (+ the refit) and only fine-tunes per candidate;
 without ``memory`` it retrains the base for every candidate and fold. Both
 searches run here, one after the other in the same process, on the benchmark
-split of DESIGN.md; the scores must be identical.
+split of docs/design.md; the scores must be identical.
 
 Run::
 

@@ -1,8 +1,8 @@
 """The fit flow shared by every network compressor.
 
-``BaseCompressor.fit`` runs these steps (docs/design.md, "The fit flow").
-Each step returns what it made; ``_fit`` alone sets the fitted attributes,
-from those results, once every step succeeded:
+``BaseCompressor.fit`` runs these steps (docs/design.md, "Compressors: the
+fit flow"). Each step returns what it made; ``_fit`` alone sets the fitted
+attributes, from those results, once every step succeeded:
 
 1. ``_fit_base(X, y, seed)`` -> ``(base, base_net)``: a deep copy of a prefit
    estimator, or ``clone(estimator).fit(X, y)`` (through ``memory`` when
