@@ -41,9 +41,10 @@ class Codebook(nn.Module):
         return torch.where(self.indices >= 0, values, torch.zeros_like(values))
 
     def encoding_hint(self):
-        # the file stores centroids + one symbol per weight (docs/format.md)
+        # the file stores centroids + one symbol per weight (docs/format.md);
+        # the effective weight is a function of these two alone
         return {"kind": "codebook", "bits": self.bits,
-                "centroids": self.centroids.detach()}
+                "centroids": self.centroids.detach(), "indices": self.indices}
 
     def extra_repr(self):
         return f"bits={self.bits}, centroids={self.centroids.numel()}"

@@ -47,15 +47,27 @@ def own_tensors(module):
         for leaf, value in store.items():
             out[leaf] = (kind, value)
     if parametrize.is_parametrized(module):
-        with torch.no_grad():
-            for leaf, stack in module.parametrizations.items():
-                kind = "p" if isinstance(stack.original, torch.nn.Parameter) else "b"
-                value = getattr(module, leaf).detach()
-                if kind == "p":
-                    value = torch.nn.Parameter(
-                        value, requires_grad=stack.original.requires_grad)
-                out[leaf] = (kind, value)
+        for leaf, stack in module.parametrizations.items():
+            kind = "p" if isinstance(stack.original, torch.nn.Parameter) else "b"
+            out[leaf] = (kind, Effective(module, leaf, stack.original))
     return out
+
+
+class Effective:
+    """A parametrized tensor's effective value, computed only when asked:
+    an encoding that follows from the constraint alone never needs it."""
+
+    def __init__(self, module, leaf, original):
+        self.module, self.leaf = module, leaf
+        self.shape, self.dtype = original.shape, original.dtype
+        self.requires_grad = original.requires_grad
+
+    def numel(self):
+        return self.shape.numel()
+
+    def detach(self):
+        with torch.no_grad():
+            return getattr(self.module, self.leaf).detach()
 
 
 def tensors_of(module):
@@ -114,13 +126,16 @@ def collect_hints(module):
             continue
         for name, stack in sub.parametrizations.items():
             found = []
-            for constraint in stack:
+            for position, constraint in enumerate(stack):
                 method = getattr(constraint, "encoding_hint", None)
                 hint = method() if callable(method) else None
                 if isinstance(hint, dict):
-                    found.append({k: v.detach().cpu().numpy()
-                                  if isinstance(v, torch.Tensor) else v
-                                  for k, v in hint.items()})
+                    hint = {k: v.detach().cpu().numpy()
+                            if isinstance(v, torch.Tensor) else v
+                            for k, v in hint.items()}
+                    # the last constraint alone makes the effective tensor
+                    hint["last"] = position == len(stack) - 1
+                    found.append(hint)
             if found:
                 hints[f"{prefix}.{name}" if prefix else name] = found
     return hints

@@ -330,8 +330,54 @@ def _choose(w, hints):
     return None
 
 
-def encode(w, hints=()):
-    """Encode one tensor (a numpy array) exactly; see the module docstring."""
+def _from_indices(hint, shape, sparse):
+    """A codebook constraint's own centroids and indices (``-1``: a pruned
+    zero), when it is the last constraint: its output is a function of these
+    alone, ``where(indices >= 0, centroids[indices], 0)``."""
+    centroids = np.asarray(hint["centroids"], dtype=np.float32).ravel()
+    indices = np.asarray(hint["indices"]).reshape(shape)
+    k = centroids.size
+    if not 1 <= k <= 256 or indices.shape != shape or not len(shape):
+        return None
+    keep = indices >= 0
+    rows = shape[0]
+    if sparse and keep.mean() <= 0.5:
+        pos_meta, pos_streams = positions.encode(keep, shape)
+        flat = np.flatnonzero(keep)
+        sym_meta, sym_streams = _encode_symbols(indices.ravel()[flat], k, rows,
+                                                flat // (indices.size // rows))
+        value_meta = {"enc": "codebook", "k": k, "sym": sym_meta}
+        meta = {"nnz": int(flat.size), "positions": pos_meta, "values": value_meta}
+        return EncodedTensor("sparse", meta, [*pos_streams, _le(centroids, np.float32),
+                                              *sym_streams])
+    if not keep.all():  # pruned weights: one more centroid, exactly zero
+        centroids = np.append(centroids, np.float32(0))
+        k += 1
+        if k > 256:
+            return None
+    symbols = np.where(keep, indices, k - 1).ravel()
+    sym_meta, streams = _encode_symbols(symbols, k, rows)
+    return EncodedTensor("codebook", {"k": k, "sym": sym_meta},
+                         [_le(centroids, np.float32), *streams])
+
+
+def encode(w, hints=(), shape=None, dtype=None):
+    """Encode one tensor exactly; see the module docstring.
+
+    ``w`` is a numpy array, or a callable returning it (with ``shape`` and
+    ``dtype`` given): an encoding that follows from the constraint alone
+    never calls it.
+    """
+    if callable(w):
+        hints = list(hints or ())
+        last = [h for h in hints if isinstance(h, dict) and h.get("last")]
+        if (dtype == "float32" and last and last[0].get("kind") == "codebook"
+                and "indices" in last[0] and "centroids" in last[0]):
+            kinds = {h.get("kind") for h in hints if isinstance(h, dict)}
+            encoded = _from_indices(last[0], tuple(shape), "sparse" in kinds)
+            if encoded is not None:
+                return encoded
+        w = w()
     w = np.ascontiguousarray(w)
     if w.dtype != np.float32:
         if w.dtype.name not in DTYPES:

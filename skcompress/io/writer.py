@@ -61,16 +61,18 @@ def _encode_tensors(module, hints):
             rows[name] = ("alias", 0, 0)
             entries.append(entry)
             continue
-        data = value.detach().cpu()
-        if data.dtype == torch.bfloat16:
+        if value.dtype == torch.bfloat16:
             raise ValueError(f"tensor {name!r} is bfloat16, which cannot be saved.")
-        encoded = tensors.encode(data.numpy(), hints.get(name, ()))
-        entry.update(shape=list(data.shape), dtype=str(data.numpy().dtype),
+        encoded = tensors.encode(lambda v=value: v.detach().cpu().numpy(),
+                                 hints.get(name, ()), tuple(value.shape),
+                                 str(value.dtype).replace("torch.", ""))
+        entry.update(shape=list(value.shape), dtype=str(value.dtype).replace(
+                         "torch.", ""),
                      enc=encoded.encoding, meta=encoded.meta,
                      streams=[len(s) for s in encoded.streams])
         entries.append(entry)
         streams.extend(bytes(s) for s in encoded.streams)
-        rows[name] = (encoded.encoding, int(data.numel()), encoded.stored_bytes)
+        rows[name] = (encoded.encoding, int(value.numel()), encoded.stored_bytes)
     table = pd.DataFrame.from_dict(rows, orient="index",
                                    columns=["encoding", "elements", "stored_bytes"])
     table = table.astype({"elements": np.int64, "stored_bytes": np.int64})
