@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ._nets import find_net
+from ._threads import torch_threads
 from .io import bake, encode_tensors, encoded
 
 __all__ = [
@@ -276,16 +277,11 @@ def measure_latency(net_or_module, input_shape, batch_size=256, repeats=30,
         raise ValueError(f"warmup must be a non-negative int, got {warmup!r}.")
     module = bake(_as_module(net_or_module)).cpu().eval()
     X = torch.zeros((batch_size, *shape))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
-        times = []
-        with torch.no_grad():
-            for i in range(warmup + repeats):
-                start = time.perf_counter()
-                _forward(module, X, shape)
-                if i >= warmup:
-                    times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(previous)
+    times = []
+    with torch_threads(n_threads), torch.no_grad():
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            _forward(module, X, shape)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
     return float(statistics.median(times))

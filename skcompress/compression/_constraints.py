@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..io.parametrize import give_own_class
+
 __all__ = [
     "Mask",
     "add_constraint",
@@ -73,35 +75,6 @@ def add_constraint(module, constraint, tensor_name="weight"):
     if cls.__dict__.get("__reduce_ex__") is not _reduce_parametrized:
         cls.__reduce_ex__ = _reduce_parametrized
         cls.__deepcopy__ = _deepcopy_parametrized
-
-
-def give_own_class(module):
-    """Give a parametrized ``module`` a class of its own (in place); return it.
-
-    torch makes one ``ParametrizedX`` class per parametrized module and keeps
-    the parametrized tensors as properties of that class. torch's deep copy of
-    such a module shares the class with the original, and removing a
-    parametrization from the copy (baking it) deletes the property from the
-    shared class, which breaks the original. A copy that is given its own
-    class (same bases, same namespace) can be baked safely.
-
-    Examples
-    --------
-    >>> import copy, torch
-    >>> from torch.nn.utils import parametrize
-    >>> from skcompress.compression._constraints import give_own_class
-    >>> layer = torch.nn.Linear(2, 2)
-    >>> _ = parametrize.register_parametrization(layer, "weight", torch.nn.Identity())
-    >>> twin = give_own_class(copy.deepcopy(layer))
-    >>> _ = parametrize.remove_parametrizations(twin, "weight")
-    >>> type(twin) is torch.nn.Linear, tuple(layer.weight.shape)
-    (True, (2, 2))
-    """
-    cls = type(module)
-    namespace = {k: v for k, v in vars(cls).items()
-                 if k not in ("__dict__", "__weakref__")}
-    module.__class__ = type(cls.__name__, cls.__bases__, namespace)
-    return module
 
 
 def _reduce_parametrized(module, protocol):

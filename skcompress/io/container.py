@@ -11,7 +11,6 @@ Layout (integers little-endian; docs/format.md, "Layout")::
 
 import json
 import os
-import re
 import stat
 import struct
 import zlib
@@ -26,7 +25,6 @@ __all__ = ["FORMAT_VERSION", "pack", "read_bytes", "unpack"]
 FORMAT_VERSION = 3
 MAGIC = b"SKCZ"
 PREFIX = struct.Struct("<4sBBHIIQI")
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 # The header's vocabulary (field names, encodings, common torch/skorch class
 # paths): a raw-content zstd dictionary, so that a header of a few hundred
 # bytes compresses from its first byte. Part of format version 3: never
@@ -73,13 +71,36 @@ def pack(header, blob):
     return prefix + stored + blob
 
 
-def _check_depth(text):
-    """Reject JSON nested deeper than the limit, before parsing it."""
-    skeleton = np.frombuffer(_STRING.sub(b'""', text), dtype=np.uint8)
-    step = (np.isin(skeleton, (ord("["), ord("{"))).astype(np.int64)
-            - np.isin(skeleton, (ord("]"), ord("}"))))
-    if step.size and np.cumsum(step).max() > LIMITS["depth"]:
+def _check_structure(text):
+    """Before parsing: JSON nesting and the number of values are bounded.
+
+    One linear pass in numpy: a quote is escaped when an odd run of
+    backslashes precedes it; brackets, commas and colons count only outside
+    strings.
+    """
+    b = np.frombuffer(text, dtype=np.uint8)
+    n = b.size
+    if not n:
+        return
+    index = np.arange(n, dtype=np.int32)
+    backslash = b == ord("\\")
+    last_other = np.maximum.accumulate(np.where(backslash, -1, index))
+    run = np.empty(n, dtype=np.int32)  # backslashes just before each byte
+    run[0] = 0
+    run[1:] = index[:-1] - last_other[:-1]
+    quote = (b == ord('"')) & (run % 2 == 0)
+    inside = (np.cumsum(quote, dtype=np.int32) - quote) % 2 == 1
+    outside = ~inside & ~quote
+    opening = outside & ((b == ord("[")) | (b == ord("{")))
+    closing = outside & ((b == ord("]")) | (b == ord("}")))
+    depth = np.cumsum(opening.astype(np.int8) - closing.astype(np.int8),
+                      dtype=np.int32)
+    if depth.max() > LIMITS["depth"]:
         raise FormatError("the header is nested deeper than the format allows")
+    values = int(np.count_nonzero(opening | (outside & ((b == ord(",")) |
+                                                        (b == ord(":"))))))
+    if values > LIMITS["json_values"]:
+        raise FormatError("the header holds more values than the format allows")
 
 
 def unpack(data):
@@ -121,7 +142,7 @@ def unpack(data):
     if not 0 < size <= LIMITS["header_bytes"]:
         raise FormatError("the header is larger than the format allows")
     text = zstd.decompress(bytes(stored), size, dictionary=HEADER_DICTIONARY)
-    _check_depth(text)
+    _check_structure(text)
     try:
         header = json.loads(text)
     except (ValueError, RecursionError):

@@ -15,10 +15,12 @@ class FormatError(ValueError):
 # Hard limits, checked before anything is allocated or decompressed. The total
 # decoded size has its own, caller-raisable limit (``load(max_bytes=...)``).
 LIMITS = {
-    "header_bytes": 16 * 2**20,   # decompressed JSON header
+    "header_bytes": 4 * 2**20,    # decompressed JSON header
     "depth": 64,                  # nesting of the JSON header
-    "tensors": 100_000,           # tensor entries
-    "modules": 100_000,           # module tree nodes
+    "json_values": 300_000,       # objects, arrays and items in the header
+    "tensors": 20_000,            # tensor entries
+    "modules": 20_000,            # modules + tensors a file's constructors make
+    "build_seconds": 1.0,         # time to build the module on the meta device
     "ndim": 8,                    # dimensions of one tensor
     "elements": 2**31 - 1,        # elements of one tensor
     "streams": 16,                # byte streams of one tensor

@@ -64,6 +64,27 @@ def net_header(net):
     return header, kwargs
 
 
+def _number(value, low, high, integer=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if integer and not isinstance(value, int):
+        return False
+    return low <= value <= high
+
+
+# what each saved net parameter may be (anything else is a crafted file)
+_CHECKS = {
+    "batch_size": lambda v: v == -1 or _number(v, 1, 2**31, integer=True),
+    "lr": lambda v: _number(v, 0, 1e6),
+    "max_epochs": lambda v: _number(v, 0, 2**31, integer=True),
+    "verbose": lambda v: _number(v, 0, 100, integer=True),
+    "threshold": lambda v: _number(v, -1e6, 1e6),
+    "predict_nonlinearity": lambda v: v is None or v == "auto",
+    "classes": lambda v: isinstance(v, list) and len(v) <= 1_000_000 and all(
+        isinstance(c, (str, int, float, bool)) for c in v),
+}
+
+
 def make_net(info, module, root_cls, root_kwargs, registry):
     """An initialized skorch net around the loaded ``module`` (on CPU).
 
@@ -82,11 +103,15 @@ def make_net(info, module, root_cls, root_kwargs, registry):
     criterion_cls = resolve(criterion["class"], nn.Module, registry)
     kwargs = {f"criterion__{k}": decode_value(v, registry)
               for k, v in criterion["kwargs"].items()}
-    for key, value in info["params"].items():
+    params = info["params"]
+    if not isinstance(params, dict):
+        raise FormatError("the net params must be an object")
+    for key, value in params.items():
         if key not in _PARAMS:
             raise FormatError(f"unexpected net parameter {key!r}")
-        kwargs[key] = list(value) if key == "classes" else decode_value(value,
-                                                                       registry)
+        if not _CHECKS[key](value):
+            raise FormatError(f"net parameter {key}={str(value)[:40]!r} is invalid")
+        kwargs[key] = list(value) if key == "classes" else value
     net = net_cls(module=module, criterion=criterion_cls, device="cpu", **kwargs)
     with torch.random.fork_rng(devices=[]):
         net.initialize()

@@ -100,11 +100,26 @@ def tensors_of(module):
 
 
 def give_own_class(module):
-    """Give a parametrized ``module`` its own ``ParametrizedX`` class.
+    """Give a parametrized ``module`` a class of its own (in place); return it.
 
-    torch creates one dynamic class per parametrized module, and a deep copy
-    shares it with the original; removing a parametrization deletes the
-    property from that class, which would break the other copy.
+    torch makes one ``ParametrizedX`` class per parametrized module and keeps
+    the parametrized tensors as properties of that class. torch's deep copy of
+    such a module shares the class with the original, and removing a
+    parametrization from the copy (baking it) deletes the property from the
+    shared class, which breaks the original. A copy that is given its own
+    class (same bases, same namespace) can be baked safely.
+
+    Examples
+    --------
+    >>> import copy, torch
+    >>> from torch.nn.utils import parametrize
+    >>> from skcompress.io import give_own_class
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> _ = parametrize.register_parametrization(layer, "weight", torch.nn.Identity())
+    >>> twin = give_own_class(copy.deepcopy(layer))
+    >>> _ = parametrize.remove_parametrizations(twin, "weight")
+    >>> type(twin) is torch.nn.Linear, tuple(layer.weight.shape)
+    (True, (2, 2))
     """
     cls = type(module)
     namespace = {k: v for k, v in vars(cls).items()

@@ -133,9 +133,9 @@ def loads(data, *, trusted=None, max_bytes=None):
     data = bytes(data)
     limit = max_bytes if max_bytes is not None else max(
         LIMITS["min_max_bytes"], LIMITS["expansion"] * len(data))
+    registry = trusted_classes(trusted)  # a bad ``trusted`` is the caller's error
     header, blob = container.unpack(data)
     try:
-        registry = trusted_classes(trusted)
         if set(header) != {"format", "net", "module", "tensors"}:
             raise FormatError("the header has unknown or missing fields")
         tree = header["module"]
@@ -148,12 +148,8 @@ def loads(data, *, trusted=None, max_bytes=None):
         module.eval()
         return make_net(header["net"], module, root_cls, tree.get("kwargs", {}),
                         registry)
-    except (FormatError, TypeError) as exc:
-        if isinstance(exc, TypeError) and "trusted" in str(exc):
-            raise
-        if isinstance(exc, FormatError):
-            raise
-        raise FormatError(f"invalid skcompress file: TypeError: {exc}") from None
+    except FormatError:
+        raise
     except (MemoryError, RecursionError) as exc:
         raise FormatError(f"invalid skcompress file: {type(exc).__name__}") from None
     except Exception as exc:  # malformed or tampered header: never a traceback

@@ -10,6 +10,9 @@ one allocates nothing and draws no random numbers.
 
 import inspect
 import math
+import threading
+import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -124,6 +127,43 @@ def _meta_aware_init():
             setattr(torch.nn.init, name, _skip_on_meta(value))
 
 
+class _Budget:
+    """Counts the submodules and tensors a constructor registers in this
+    thread, and the time it takes, while a file's modules are built: a
+    crafted kwarg (``num_layers=20000``) is refused at the limit instead of
+    being built (docs/format.md, "Limits")."""
+
+    def __init__(self):
+        self.thread = threading.get_ident()
+        self.registered = 0
+        self.deadline = time.monotonic() + LIMITS["build_seconds"]
+
+    def __call__(self, *args):
+        if threading.get_ident() != self.thread:
+            return None
+        self.registered += 1
+        if self.registered > LIMITS["modules"]:
+            raise FormatError("the module the file describes has too many parts")
+        if time.monotonic() > self.deadline:
+            raise FormatError("the module the file describes takes too long to build")
+        return None
+
+
+@contextmanager
+def _budget():
+    from torch.nn.modules import module as torch_module
+
+    budget = _Budget()
+    handles = [torch_module.register_module_module_registration_hook(budget),
+               torch_module.register_module_parameter_registration_hook(budget),
+               torch_module.register_module_buffer_registration_hook(budget)]
+    try:
+        yield budget
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def construct(cls, kwargs):
     """``cls(**kwargs)`` on the meta device: no memory, no random numbers."""
     _meta_aware_init()
@@ -206,6 +246,22 @@ def describe(module, kwargs=None):
     return node
 
 
+def _same_kind(value, reference):
+    """An attribute may change value, never kind: same type, and for tuples
+    and lists the same length and kinds of items (an int may become a float
+    where the reference is a float)."""
+    if isinstance(reference, bool) or isinstance(value, bool):
+        return type(value) is type(reference)
+    if isinstance(reference, float):
+        return isinstance(value, (int, float))
+    if isinstance(reference, (tuple, list)):
+        return (type(value) is type(reference) and len(value) == len(reference)
+                and all(_same_kind(v, r) for v, r in zip(value, reference)))
+    if reference is None:
+        return value is None
+    return type(value) is type(reference)
+
+
 class _Builder:
     """Rebuilds nodes on the meta device, counting them against the limit."""
 
@@ -226,6 +282,20 @@ class _Builder:
                 f"{cls.__qualname__} cannot be built from the file's kwargs "
                 f"({type(exc).__name__}: {exc})") from None
 
+    def _validate(self, module):
+        """Changed attributes that are constructor arguments must be values
+        the constructor accepts: build one (on meta) with them."""
+        try:
+            kwargs = init_kwargs_of(module)
+            construct(type(module), {k: decode_value(v, self.registry)
+                                     for k, v in kwargs.items()})
+        except FormatError:
+            raise
+        except Exception as exc:
+            raise FormatError(
+                f"the attributes of {type(module).__qualname__} are not values its "
+                f"constructor accepts ({type(exc).__name__}: {exc})") from None
+
     def build(self, node):
         if not isinstance(node, dict) or "class" not in node:
             raise FormatError("a module node has no class")
@@ -241,14 +311,23 @@ class _Builder:
         if not isinstance(node, dict) or set(node) - {
                 "class", "kwargs", "attrs", "none", "children", "drop"}:
             raise FormatError("a module node has unknown fields")
-        for key, value in node.get("attrs", {}).items():
+        attrs = node.get("attrs", {})
+        if not isinstance(attrs, dict):
+            raise FormatError("a module node's attrs must be an object")
+        for key, value in attrs.items():
             if key.startswith("_") or key not in vars(module):
                 raise FormatError(f"unexpected attribute {key!r}")
             reference = vars(module)[key]
             value = decode_value(value, self.registry)
             if isinstance(reference, list) and isinstance(value, tuple):
                 value = list(value)
+            if not _same_kind(value, reference):
+                raise FormatError(
+                    f"attribute {key!r} of {type(module).__qualname__} changes kind "
+                    f"({type(reference).__name__} to {type(value).__name__})")
             setattr(module, key, value)
+        if attrs:
+            self._validate(module)
         for name in node.get("none", []):
             if name in module._parameters:
                 module.register_parameter(name, None)
@@ -278,10 +357,12 @@ class _Builder:
 
 
 def build(node, registry, root_cls=None, root_kwargs=None):
-    """The module a node describes, on the meta device (tensors not loaded)."""
+    """The module a node describes, on the meta device (tensors not loaded),
+    within the limits of parts and time."""
     builder = _Builder(registry)
-    if root_cls is None:
-        return builder.build(node)
-    module = builder.instance(root_cls, root_kwargs or {})
-    builder.patch(module, node)
-    return module
+    with _budget():
+        if root_cls is None:
+            return builder.build(node)
+        module = builder.instance(root_cls, root_kwargs or {})
+        builder.patch(module, node)
+        return module

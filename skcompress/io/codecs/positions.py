@@ -12,11 +12,12 @@ enumerative ``log2 C(l, k)``, and decoding is one vectorized pass.
 Two models, chosen by size (docs/format.md, "Positions"):
 
 ``enumerative`` (views of at most ``ENUM_MAX_CELLS`` cells, lines of at most
-``ENUM_MAX_LENGTH``): every cell of a line is coded with the probability
-``r / m`` that it is nonzero, ``r`` nonzeros being left among its ``m`` last
-cells; a line costs exactly ``log2 C(l, k)`` bits (enumerative coding, which
-knows ``k``). Cells whose value is implied (``r == 0`` or ``r == m``) cost
-nothing. The decoder steps through the columns, all lines at once.
+``ENUM_MAX_LENGTH``, where it saves more than ``ENUM_GAIN``): every cell of a
+line is coded with the probability ``r / m`` that it is nonzero, ``r``
+nonzeros being left among its ``m`` last cells; a line costs exactly
+``log2 C(l, k)`` bits (enumerative coding, which knows ``k``). Cells whose
+value is implied (``r == 0`` or ``r == m``) cost nothing. The decoder steps
+through the columns, all lines at once.
 
 ``geometric`` (larger views): gap symbols ``s < 255`` skip ``s`` zeros then
 place a nonzero; ``255`` skips 255 zeros and places nothing. Lines are
@@ -36,7 +37,8 @@ __all__ = ["cost_bits", "decode", "encode"]
 
 ESCAPE = 255
 ENUM_MAX_CELLS = 1 << 18
-ENUM_MAX_LENGTH = 4096
+ENUM_MAX_LENGTH = 1024
+ENUM_GAIN = 0.03
 _CLASS_BITS = 16  # densities are classed on a 1/65536 grid ...
 _MANTISSA = 3     # ... as minifloats with a 3-bit mantissa
 _MAX_CLASSES = (_CLASS_BITS + 2) << _MANTISSA
@@ -70,24 +72,34 @@ def _enumerative_bits(counts, length):
     return float(log_comb.sum() / np.log(2))
 
 
-def _model_of(n_lines, length):
-    cells = n_lines * length
-    return ("enumerative" if cells <= ENUM_MAX_CELLS and length <= ENUM_MAX_LENGTH
-            else "geometric")
+def _fits_enumerative(n_lines, length):
+    return n_lines * length <= ENUM_MAX_CELLS and length <= ENUM_MAX_LENGTH
+
+
+def _choice(view):
+    """``(bits, model, kept, counts)`` of the positions of one orientation.
+
+    The enumerative model costs exactly ``log2 C(l, k)`` per line but codes
+    every undetermined cell; the geometric one codes only the nonzeros and
+    costs about ``0.5 log2(2 pi k)`` bits more per line. Enumerative is used
+    where that difference (closed form) is over ENUM_GAIN of the positions.
+    """
+    kept = view.any(axis=0)
+    length = int(kept.sum())
+    counts = view[:, kept].sum(axis=1)
+    geometric = _line_bits(counts, length)
+    model, bits = "geometric", geometric
+    if _fits_enumerative(view.shape[0], length):
+        enumerative = _enumerative_bits(counts, length)
+        if geometric - enumerative > ENUM_GAIN * enumerative:
+            model, bits = "enumerative", enumerative
+    return bits + 8 * len(_side_stream(kept, counts)), model, kept, counts
 
 
 def cost_bits(mask, shape, transpose):
     """Bits of the positions in one orientation: the lines' cost under the
     model that orientation gets, the column bitmap and the line counts."""
-    view = _view(mask, shape, transpose)
-    kept = view.any(axis=0)
-    length = int(kept.sum())
-    counts = view[:, kept].sum(axis=1)
-    if _model_of(view.shape[0], length) == "enumerative":
-        lines = _enumerative_bits(counts, length)
-    else:
-        lines = _line_bits(counts, length)
-    return lines + 8 * len(_side_stream(kept, counts))
+    return _choice(_view(mask, shape, transpose))[0]
 
 
 def density_class(counts, length):
@@ -155,24 +167,32 @@ def _encode_enumerative(sub, counts):
 def _decode_enumerative(words, counts, length):
     """Cells (lines x length, bool) from the words and the line counts."""
     n_lines = counts.size
-    out = np.zeros((n_lines, length), dtype=bool)
+    out = np.zeros((length, n_lines), dtype=bool)  # one row per step
     left = counts.astype(np.int64).copy()
+    live = np.flatnonzero(left)  # lines with nonzeros still to place
     model = _bernoulli()
     try:
         coder = ans._coder(np.frombuffer(words, dtype="<u4"))
         for t in range(length):
+            if not live.size:
+                break
             m = length - t
-            full = left == m
-            out[full, t] = True
-            active = np.flatnonzero((left > 0) & ~full)
-            if active.size:
-                bits = np.asarray(coder.decode(model, left[active] / m), dtype=bool)
-                out[active[bits], t] = True
-                left[active[bits]] -= 1
-            left[full] -= 1
+            rest = left[live]
+            full = rest == m  # every remaining cell is nonzero: implied
+            if full.any():
+                done = live[full]
+                out[t:, done] = True
+                left[done] = 0
+                live, rest = live[~full], rest[~full]
+            if live.size:
+                bits = np.asarray(coder.decode(model, rest / m), dtype=bool)
+                ones = live[bits]
+                out[t, ones] = True
+                left[ones] -= 1
+                live = live[left[live] > 0] if bits.any() else live
     except Exception as exc:
         raise FormatError(f"sparse position stream is corrupted ({exc})") from None
-    return out
+    return out.T
 
 
 def _count_dtype(length):
@@ -182,14 +202,12 @@ def _count_dtype(length):
 def encode(mask, shape):
     """``(meta, arrays)`` coding the nonzero positions of boolean ``mask``."""
     mask = np.asarray(mask, dtype=bool).reshape(shape)
-    transpose = len(shape) > 1 and cost_bits(mask, shape, True) < cost_bits(
-        mask, shape, False)
-    view = _view(mask, shape, transpose)
-    kept = view.any(axis=0)
-    sub = view[:, kept]
+    options = [(_choice(_view(mask, shape, t)), t) for t in (
+        (False, True) if len(shape) > 1 else (False,))]
+    (_, model, kept, counts), transpose = min(options, key=lambda o: o[0][0])
+    sub = _view(mask, shape, transpose)[:, kept]
     length = int(sub.shape[1])
-    counts = sub.sum(axis=1)
-    if _model_of(sub.shape[0], length) == "enumerative":
+    if model == "enumerative":
         words = _encode_enumerative(sub, counts)
         meta = {"transpose": bool(transpose), "model": "enumerative"}
         return meta, [_side_stream(kept, counts), words.astype("<u4").tobytes()]
@@ -258,7 +276,7 @@ def decode(meta, side, words, shape, n_nonzero):
     if len(words) % 4:
         raise FormatError("sparse position stream has an invalid length")
     if model == "enumerative":
-        if _model_of(n_lines, length) != "enumerative" or len(side) != fixed:
+        if not _fits_enumerative(n_lines, length) or len(side) != fixed:
             raise FormatError("sparse positions are too large for their model")
         lines, cols = np.nonzero(_decode_enumerative(words, counts, length))
         cols = kept_ids[cols]
