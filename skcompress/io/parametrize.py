@@ -128,6 +128,19 @@ def give_own_class(module):
     return module
 
 
+def _first_input(method, position, stack):
+    """``(stack.original,)`` when ``method`` takes a weight and is first."""
+    import inspect
+
+    if position:
+        return ()
+    try:
+        accepts = "weight" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return (stack.original.detach(),) if accepts else ()
+
+
 def collect_hints(module):
     """``{"layer.weight": [hint, ...]}`` from the parametrizations' hints.
 
@@ -143,7 +156,11 @@ def collect_hints(module):
             found = []
             for position, constraint in enumerate(stack):
                 method = getattr(constraint, "encoding_hint", None)
-                hint = method() if callable(method) else None
+                hint = None
+                if callable(method):
+                    # the first constraint's input is the stored tensor: it
+                    # may describe its output from it (integers of a grid)
+                    hint = method(*_first_input(method, position, stack))
                 if isinstance(hint, dict):
                     hint = {k: v.detach().cpu().numpy()
                             if isinstance(v, torch.Tensor) else v

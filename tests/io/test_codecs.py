@@ -81,7 +81,8 @@ def test_positions_reject_counts_that_do_not_add_up():
     mask = np.random.default_rng(1).random((8, 50)) < 0.2
     meta, streams = positions.encode(mask, mask.shape)
     with pytest.raises(FormatError, match="add up"):
-        positions.decode(meta, streams[0], streams[1], mask.shape, int(mask.sum()) + 1)
+        positions.decode(meta, streams[0], streams[1], mask.shape,
+                         int(mask.sum()) + 1)
 
 
 def test_zstd_checks_the_declared_size_before_decoding():

@@ -1,6 +1,6 @@
 """Order-0 entropy coding of symbols with constriction's ANS coder.
 
-The model is the stream's own histogram, quantized to 16-bit frequencies
+The model is the stream's own histogram, quantized to 8-bit frequencies
 (stored with the stream, so the decoder builds the same model), passed to
 ``constriction.stream.model.Categorical(..., perfect=False)``; the coder is
 ``constriction.stream.stack.AnsCoder`` (32-bit words, 24-bit precision).
@@ -15,23 +15,24 @@ from ..errors import FormatError
 
 __all__ = ["decode", "encode", "frequencies"]
 
-_MAX_FREQUENCY = 0xFFFF
+_MAX_FREQUENCY = 0xFF
 
 
 def frequencies(symbols, n_symbols):
-    """16-bit frequencies of ``symbols``: nonzero exactly where a symbol occurs."""
+    """8-bit frequencies of ``symbols`` (scaled so the largest is at most 255):
+    nonzero exactly where a symbol occurs."""
     counts = np.bincount(np.asarray(symbols).ravel(), minlength=n_symbols)
     counts = counts[:n_symbols].astype(np.float64)
     top = counts.max() if counts.size else 0
     if top <= _MAX_FREQUENCY:
-        return counts.astype(np.uint16)
-    scaled = np.floor(counts * (_MAX_FREQUENCY / top))
+        return counts.astype(np.uint8)
+    scaled = np.rint(counts * (_MAX_FREQUENCY / top))
     scaled[(counts > 0) & (scaled == 0)] = 1
-    return scaled.astype(np.uint16)
+    return scaled.astype(np.uint8)
 
 
 def model(freq):
-    """The categorical model of 16-bit frequencies (encoder and decoder alike)."""
+    """The categorical model of 8-bit frequencies (encoder and decoder alike)."""
     import constriction
 
     freq = np.asarray(freq, dtype=np.float64)
@@ -49,7 +50,7 @@ def _coder(words=None):
 
 
 def encode(symbols, n_symbols):
-    """``(freq, words)``: the 16-bit model and the ANS words (uint32) of
+    """``(freq, words)``: the 8-bit model and the ANS words (uint32) of
     ``symbols`` (integers in ``[0, n_symbols)``)."""
     symbols = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
     freq = frequencies(symbols, n_symbols)
