@@ -357,7 +357,9 @@ def decode(encoding, meta, streams, shape, dtype):
                                      (channels,)).astype(np.int64)
         q = _decode_symbols(meta["sym"], take, size, channels).reshape(channels, -1)
         offset = (meta["q_min"] - zero_point).astype(np.float32)
-        out = (q.astype(np.float32) + offset[:, None]) * scale[:, None]
+        out = q.astype(np.float32)  # in place from here: no temporaries
+        out += offset[:, None]
+        out *= scale[:, None]
     elif encoding == "binary":
         rows = shape[0] if shape else 0
         if rows == 0:
