@@ -91,17 +91,23 @@ class UniformQuantize(nn.Module):
             value = scale * (q - zero_point)
         return straight_through(weight, value)
 
-    def encoding_hint(self):
+    def encoding_hint(self, weight=None):
+        """The grid; with ``weight`` (this constraint's input), also its
+        integers, so the file need not recompute them from the output."""
         scale, zero_point = self.scale, self.zero_point
         if (scale == scale[0]).all() and (zero_point == zero_point[0]).all():
             scale, zero_point = scale[:1], zero_point[:1]  # one grid per tensor
-        return {
+        hint = {
             "kind": "uniform",
             "bits": self.bits,
             "scale": scale,
             "zero_point": zero_point,
             "axis": 0,
         }
+        if weight is not None:
+            with torch.no_grad():
+                hint["integers"] = self.integers(weight).to(torch.int16)
+        return hint
 
     def extra_repr(self):
         return f"bits={self.bits}, qmin={self.qmin}, qmax={self.qmax}"
