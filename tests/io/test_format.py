@@ -389,3 +389,25 @@ def test_format_error_is_public():
 
     assert skcompress.FormatError is FormatError
     assert issubclass(FormatError, ValueError)
+
+
+@pytest.mark.parametrize("method", ["uniform", "kmeans"])
+def test_constraint_described_tensors_decode_to_the_effective_weights(
+        trained, data, method):
+    """Stored from the constraint's own integers / indices, never recomputed:
+    the decoded tensors are the effective weights, bit for bit."""
+    from skcompress.compression import Pruner, Quantizer
+    from skcompress.io import encode_net
+
+    X, y = data
+    inner = Pruner(trained, sparsity=0.8, prefit=True, finetune_epochs=0)
+    fitted = Quantizer(inner if method == "kmeans" else trained, bits=4,
+                       method=method, prefit=method == "uniform",
+                       finetune_epochs=1, random_state=0).fit(X, y)
+    table = encode_net(fitted).tensors
+    assert set(table.loc[["conv2.weight", "fc1.weight"], "encoding"]) <= {
+        "uniform", "codebook", "sparse"}
+    effective = bake(fitted.estimator_.module_).state_dict()
+    loaded = loads(dumps(fitted)).module_.state_dict()
+    for name, value in effective.items():
+        assert torch.equal(loaded[name], value), name
