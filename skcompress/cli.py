@@ -36,9 +36,11 @@ def main(argv=None):
     Returns
     -------
     status : int
-        0 on success, 1 on a data error (unreadable file, output folder not
-        writable...); argparse usage errors (unknown option or technique, bad
-        ``--set``) exit 2.
+        0 on success; 1 on a data error (unreadable data or model file,
+        output not writable), reported before any work starts where it can
+        be; 2 on a usage error (unknown option, technique or setting, a value
+        out of range, also one that the compressor only finds at ``fit``).
+        Every error is one line on stderr, never a traceback.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -84,6 +86,33 @@ def _positive_int_list(text):
     return values
 
 
+_MAX_SEED = 2**32 - 1
+
+
+def _seed(text):
+    """``--random-state``: an int that numpy and torch both accept."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= _MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [0, {_MAX_SEED}], got {text!r}"
+        )
+    return value
+
+
+def _folds(text):
+    """``--cv``: at least 2 folds (the upper bound depends on the data)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}")
+    return value
+
+
 def _method_list(text):
     names = [v.strip() for v in text.split(",") if v.strip()]
     unknown = [n for n in names if n not in METHODS]
@@ -127,14 +156,24 @@ def _add_compare(subparsers):
         default=[2, 5, 10, 20],
         help="comma-separated values of k (default: 2,5,10,20)",
     )
-    parser.add_argument("--cv", type=int, default=5, help="folds (default: 5)")
+    parser.add_argument(
+        "--cv", type=_folds, default=5,
+        help="cross-validation folds, 2 to the number of samples (default: 5)",
+    )
+    parser.add_argument(
+        "--scale",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="standardize every feature to zero mean and unit variance first, "
+        "so that no feature dominates by its unit (default: --scale)",
+    )
     parser.add_argument(
         "--out",
         type=Path,
         default=Path("skcompress-report"),
         help="output folder (default: ./skcompress-report)",
     )
-    parser.set_defaults(handler=_run_compare)
+    parser.set_defaults(handler=_run_compare, subparser=parser)
 
 
 def _load_builtin(name):
@@ -179,6 +218,16 @@ def _load_csv(path, target):
     return frame, y
 
 
+def _check_out_folder(out):
+    """``--out`` can be created and written, checked before any work."""
+    from skcompress.demo import check_writable
+
+    try:
+        check_writable(out)
+    except OSError as exc:
+        raise DataError(str(exc)) from None
+
+
 def _run_compare(args):
     import pandas as pd
 
@@ -190,19 +239,38 @@ def _run_compare(args):
         source = str(args.csv)
     else:
         if args.target is not None:
-            raise DataError("--target needs --csv")
+            raise UsageError("--target needs --csv")
         X, y = _load_builtin(args.dataset)
         source = args.dataset
+    n_samples, n_features = X.shape
+    if args.cv > n_samples:
+        raise UsageError(
+            f"--cv {args.cv} is more folds than the {n_samples} samples of {source}"
+        )
+    # a fold trains on n_samples - ceil(n_samples / cv) rows
+    upper = min(n_samples - -(-n_samples // args.cv), n_features)
+    if min(args.n_components) > upper:
+        raise UsageError(
+            f"--n-components: every k ({', '.join(map(str, args.n_components))}) "
+            f"is above min(training samples, features) = {upper} for {source}"
+        )
+    _check_out_folder(args.out)
     reducers = {name: est for name, est in default_reducers().items()}
     reducers = {name: reducers[name] for name in args.methods}
+    X = X.to_numpy(dtype=float)
+    if args.scale:
+        from sklearn.preprocessing import StandardScaler
+
+        X = StandardScaler().fit_transform(X)
     print(
         f"comparing {', '.join(args.methods)} on {source} "
-        f"({X.shape[0]} x {X.shape[1]}), k = {args.n_components}",
+        f"({n_samples} x {n_features}, "
+        f"{'standardized' if args.scale else 'unscaled'}), k = {args.n_components}",
         file=sys.stderr,
     )
     try:
         table = compare_reducers(
-            X.to_numpy(dtype=float),
+            X,
             None if y is None else y.to_numpy(),
             reducers=reducers,
             n_components=args.n_components,
@@ -211,7 +279,12 @@ def _run_compare(args):
         )
     except ValueError as exc:
         raise DataError(str(exc)) from None
-    args.out.mkdir(parents=True, exist_ok=True)
+    notes = table["note"].fillna("")
+    if (notes != "").all():
+        raise UsageError(
+            "no (method, k) could run on "
+            f"{source}: {'; '.join(sorted(set(notes)))}"
+        )
     table.to_csv(args.out / "comparison.csv", index=False)
     plot_comparison(table).savefig(args.out / "comparison.png", dpi=100)
     with pd.option_context("display.width", 160, "display.max_columns", None):
@@ -305,7 +378,7 @@ def _add_demo(subparsers):
         help="torch threads (default: 1, fastest for these small nets)",
     )
     parser.add_argument(
-        "--random-state", type=int, default=0, help="seed (default: 0)"
+        "--random-state", type=_seed, default=0, help="seed (default: 0)"
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar on stderr"
@@ -324,12 +397,7 @@ def _positive_int(text):
 
 
 def _run_demo(args):
-    from skcompress.demo import check_writable
-
-    try:
-        check_writable(args.out)
-    except OSError as exc:
-        raise DataError(str(exc)) from None
+    _check_out_folder(args.out)
     from skcompress.demo import run_demo
 
     start = time.perf_counter()
@@ -436,13 +504,20 @@ def _add_compress(subparsers):
         "--output", type=Path, required=True, help="where to save the compressed net"
     )
     parser.add_argument(
+        "--onnx",
+        type=Path,
+        metavar="PATH",
+        help="also export the compressed net as an ONNX graph (needs the "
+        "deploy extra: pip install 'skcompress[deploy]')",
+    )
+    parser.add_argument(
         "--test-size",
         type=float,
         default=0.25,
         help="held-out fraction for the accuracy (default: 0.25)",
     )
     parser.add_argument(
-        "--random-state", type=int, default=0, help="seed (default: 0)"
+        "--random-state", type=_seed, default=0, help="seed (default: 0)"
     )
     parser.set_defaults(handler=_run_compress, subparser=parser)
 
@@ -474,24 +549,47 @@ def _check_settings(cls, settings):
         raise UsageError(f"--set: {exc}") from None
 
 
-def _check_output(path):
+def _check_output(path, option="--output"):
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise DataError(f"--output {path} is a folder; give a file name")
+        raise DataError(f"{option} {path} is a folder; give a file name")
     if not parent.is_dir():
-        raise DataError(f"--output folder {parent} does not exist")
+        raise DataError(f"{option} folder {parent} does not exist")
     target = path if path.exists() else parent
     if not os.access(target, os.W_OK):
-        raise DataError(f"--output {path} is not writable")
+        raise DataError(f"{option} {path} is not writable")
 
 
 def _load_npz(path):
+    import zipfile
+
     import numpy as np
 
     if not path.is_file():
         raise DataError(f"npz file not found: {path}")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic == b"\x93NUMPY":
+        raise DataError(
+            f"{path} holds one array (a .npy file), not X and y; write them with "
+            "numpy.savez(path, X=X, y=y)"
+        )
+    if not magic.startswith(b"PK"):
+        raise DataError(
+            f"{path} is not a .npz file (no zip header); write X and y with "
+            "numpy.savez(path, X=X, y=y)"
+        )
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read {path} as .npz: {exc}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise DataError(
+            f"{path} holds one array (a .npy file), not X and y; write them with "
+            "numpy.savez(path, X=X, y=y)"
+        )
+    try:
+        with data:
             missing = [k for k in ("X", "y") if k not in data.files]
             if missing:
                 raise DataError(
@@ -501,12 +599,12 @@ def _load_npz(path):
             X, y = data["X"], data["y"]
     except DataError:
         raise
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read {path} as .npz: {exc}") from None
-    if len(X) != len(y) or len(X) < 4:
+    if X.ndim == 0 or y.ndim != 1 or len(X) != len(y) or len(X) < 4:
         raise DataError(
-            f"X and y need the same number of samples (>= 4); got {len(X)} and "
-            f"{len(y)}"
+            f"X and y need the same number of samples (>= 4) and y one "
+            f"dimension; got X of shape {X.shape} and y of shape {y.shape}"
         )
     if not np.issubdtype(X.dtype, np.number):
         raise DataError(f"X must be numeric, got dtype {X.dtype}")
@@ -516,15 +614,51 @@ def _load_npz(path):
     return X, y
 
 
+def _names_a_setting(exc, settings):
+    """Does a compressor's error at ``fit`` name one of the user's settings?
+
+    Cross-parameter checks (``bits=1`` with ``method='uniform'``) and
+    checks against the net (``rank`` above a layer's full rank) only run at
+    ``fit``; they are usage errors when they name what the user set.
+    """
+    import re
+
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    if isinstance(exc, InvalidParameterError):
+        return True
+    text = str(exc)
+    return any(re.search(rf"(?<![\w.]){re.escape(key)}\s*=|'{re.escape(key)}'",
+                         text) for key in settings)
+
+
+def _check_onnx(path):
+    if path is None:
+        return
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxruntime")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(
+            f"--onnx needs {' and '.join(missing)}; install the deploy extra: "
+            "pip install 'skcompress[deploy]'"
+        )
+    _check_output(path, "--onnx")
+
+
 def _run_compress(args):
     cls = _compressor_class(args.technique)
     settings = dict(args.settings)
     _check_settings(cls, settings)
     if not 0 < args.test_size < 1:
         raise UsageError(f"--test-size must be in (0, 1), got {args.test_size}")
+    _check_onnx(args.onnx)
     if not args.model.is_file():
         raise DataError(f"model file not found: {args.model}")
     _check_output(args.output)
+    if args.onnx is not None and args.onnx.resolve() == args.output.resolve():
+        raise UsageError("--onnx and --output must be different files")
 
     from sklearn.base import is_classifier
     from sklearn.model_selection import train_test_split
@@ -570,6 +704,8 @@ def _run_compress(args):
     try:
         compressor.fit(Xtr, ytr)
     except (ValueError, TypeError) as exc:
+        if _names_a_setting(exc, params):
+            raise UsageError(f"--set: {exc}") from None
         raise DataError(f"{cls.__name__} failed: {exc}") from None
     score_after = float(compressor.score(Xte, yte))
     try:
@@ -589,4 +725,21 @@ def _run_compress(args):
         f"{compressor.original_size_bytes_} bytes)"
     )
     print(f"wrote {args.output}")
+    if n_bytes >= before:
+        print(
+            f"skcompress compress: warning: {args.output} ({n_bytes} bytes) is not "
+            f"smaller than {args.model} ({before} bytes); the model looks already "
+            "compressed: compress the uncompressed net instead (e.g. the base net "
+            "saved with skcompress.save before compressing)",
+            file=sys.stderr,
+        )
+    if args.onnx is not None:
+        from skcompress.export import export_onnx
+
+        try:
+            export = export_onnx(compressor, args.onnx, tuple(X.shape[1:]))
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:
+            raise DataError(f"cannot export {args.onnx}: {exc}") from None
+        print(f"wrote {export.path} ({export.format} ONNX graph, "
+              f"{export.n_bytes} bytes)")
     return 0

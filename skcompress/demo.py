@@ -110,6 +110,9 @@ def check_writable(out):
         With a message naming the folder, before any work starts.
     """
     out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OSError(f"cannot write the report into {out!r}: it is a file, not "
+                      "a folder")
     try:
         os.makedirs(out, exist_ok=True)
         probe = os.path.join(out, f".skcompress-write-test-{os.getpid()}")

@@ -220,7 +220,7 @@ def test_compress_bad_settings_exit_2(settings, message, saved_net, tmp_path, ca
     [
         (None, "model file not found"),
         (b"not a model at all", "not a skcompress file (bad magic number)"),
-        (b"", "too short to be a skcompress file"),
+        (b"", "not a skcompress file"),
     ],
 )
 def test_compress_unreadable_model_exits_1(content, message, tmp_path, capsys):
@@ -305,3 +305,172 @@ def test_set_values_are_typed(text, value):
     key, parsed = _setting(text)
     assert key == text.partition("=")[0]
     assert parsed == value and type(parsed) is type(value)
+
+
+# ------------------------------------------------- the exit-code contract
+def _usage_error(argv, capsys):
+    """Run ``argv``; it must exit 2 with usage and a one-line error."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: skcompress" in err and "Traceback" not in err
+    [line] = [x for x in err.splitlines() if "error:" in x]
+    return line
+
+
+WINE = ["compare", "--dataset", "wine", "--methods", "PCA"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (WINE + ["--cv", "0"], "argument --cv: expected an integer >= 2, got '0'"),
+        (WINE + ["--cv", "1"], "argument --cv: expected an integer >= 2, got '1'"),
+        (WINE + ["--cv", "1000"], "--cv 1000 is more folds than the 178 samples"),
+        (WINE + ["--n-components", "1000"],
+         "--n-components: every k (1000) is above min(training samples, "
+         "features) = 13"),
+        (["compare", "--dataset", "wine", "--methods", "LDA", "--n-components",
+          "5", "--cv", "2"], "no (method, k) could run on wine: skipped: "
+         "n_components=5 > n_classes - 1 = 2"),
+        (["compare", "--target", "y"], "--target needs --csv"),
+    ],
+)
+def test_compare_usage_errors_exit_2_before_any_work(argv, message, tmp_path,
+                                                     monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert message in _usage_error(argv, capsys)
+    assert not (tmp_path / "skcompress-report" / "comparison.csv").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_compare_unwritable_out_exits_1_before_computing(where, tmp_path,
+                                                         monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker if where == "file" else blocker / "report"
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("compare_reducers ran before --out was checked")
+
+    monkeypatch.setattr("skcompress.decomposition.compare_reducers", must_not_run)
+    status = main(WINE + ["--out", str(out)])
+    assert status == 1
+    err = _error_line(capsys)
+    assert f"cannot write the report into {str(out)!r}" in err
+    if where == "file":
+        assert "it is a file, not a folder" in err
+
+
+def test_compare_scales_by_default(tmp_path, capsys):
+    argv = WINE + ["--n-components", "2", "--cv", "3", "--out"]
+    assert main(argv + [str(tmp_path / "s")]) == 0
+    assert "standardized" in capsys.readouterr().err
+    assert main(argv + [str(tmp_path / "u"), "--no-scale"]) == 0
+    assert "unscaled" in capsys.readouterr().err
+    scaled = pd.read_csv(tmp_path / "s" / "comparison.csv").iloc[0]
+    raw = pd.read_csv(tmp_path / "u" / "comparison.csv").iloc[0]
+    # Unscaled, proline (values ~1000) is 99.98% of the variance and 2
+    # components tell the cultivars apart poorly; standardized, they do well.
+    assert raw["explained_variance"] > 0.999 and raw["score"] < 0.8
+    assert scaled["explained_variance"] < 0.7 and scaled["score"] > 0.9
+
+
+def _compress_argv(saved_net, tmp_path, *extra):
+    return ["compress", "--model", str(saved_net / "net.skc"), "--npz",
+            str(saved_net / "data.npz"), "--output", str(tmp_path / "o.skc"),
+            *extra]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--technique", "lowrank", "--set", "rank=100000"],
+         "--set: rank=100000 for layer 'conv1' exceeds its full rank"),
+        (["--technique", "quantizer", "--set", "bits=1", "--set", "method=uniform"],
+         "--set: bits=1 with method='uniform'"),
+        (["--technique", "pruner", "--set", "criterion=bn_scale"],
+         "--set: criterion='bn_scale' scores whole channels"),
+        (["--technique", "pruner", "--random-state", "-1"],
+         "argument --random-state: expected an integer in [0, 4294967295], "
+         "got '-1'"),
+    ],
+)
+def test_compress_values_refused_at_fit_exit_2(extra, message, saved_net, tmp_path,
+                                               capsys):
+    assert message in _usage_error(_compress_argv(saved_net, tmp_path, *extra),
+                                   capsys)
+    assert not (tmp_path / "o.skc").exists()
+
+
+def test_demo_negative_seed_exits_2(fake_run_demo, capsys):
+    line = _usage_error(["demo", "--random-state", "-1"], capsys)
+    assert "argument --random-state: expected an integer in [0, " in line
+    assert fake_run_demo == []
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("garbage.npz", b"garbage, not numpy", "is not a .npz file (no zip header)"),
+        ("zip.npz", b"PK\x03\x04" + bytes(60), "cannot read"),
+        ("X.npy", None, "holds one array (a .npy file), not X and y"),
+    ],
+)
+def test_compress_unreadable_npz_exits_1(name, content, message, saved_net,
+                                         tmp_path, capsys):
+    path = tmp_path / name
+    if content is None:
+        np.save(path, np.zeros((10, 1, 8, 8), np.float32))
+    else:
+        path.write_bytes(content)
+    status = main(["compress", "--model", str(saved_net / "net.skc"),
+                   "--technique", "quantizer", "--npz", str(path), "--output",
+                   str(tmp_path / "o.skc")])
+    assert status == 1
+    assert message in _error_line(capsys)
+    assert not (tmp_path / "o.skc").exists()
+
+
+def test_compress_warns_when_the_output_is_not_smaller(saved_net, tmp_path, capsys):
+    first, second = tmp_path / "q.skc", tmp_path / "qq.skc"
+    argv = ["--technique", "binarizer", "--set", "finetune_epochs=0",
+            "--npz", str(saved_net / "data.npz")]
+    assert main(["compress", "--model", str(saved_net / "net.skc"), "--output",
+                 str(first), *argv]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["compress", "--model", str(first), "--output", str(second),
+                 *argv]) == 0
+    err = capsys.readouterr().err
+    # binarizing binary weights again saves nothing: the file does not shrink
+    assert second.stat().st_size >= first.stat().st_size
+    assert "warning:" in err and "looks already compressed" in err
+
+
+def test_compress_onnx(saved_net, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    onnx_path = tmp_path / "q.onnx"
+    status = main(_compress_argv(saved_net, tmp_path, "--technique", "quantizer",
+                                 "--set", "method=uniform", "--set", "bits=8",
+                                 "--set", "finetune_epochs=0", "--onnx",
+                                 str(onnx_path)))
+    assert status == 0
+    assert f"wrote {onnx_path} (qdq-int8 ONNX graph" in capsys.readouterr().out
+    from skcompress.io import load
+
+    with np.load(saved_net / "data.npz") as arrays:
+        X = arrays["X"][:32]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    [logits] = session.run(None, {"input": X})
+    expected = load(tmp_path / "o.skc").forward(X).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_compress_onnx_path_checked_before_work(saved_net, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    status = main(_compress_argv(saved_net, tmp_path, "--technique", "quantizer",
+                                 "--onnx", str(tmp_path / "missing" / "q.onnx")))
+    assert status == 1
+    assert "--onnx folder" in _error_line(capsys)
+    assert not (tmp_path / "o.skc").exists()
