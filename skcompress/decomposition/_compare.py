@@ -256,9 +256,20 @@ def plot_comparison(df):
         ylabel="downstream score (cross-validated)",
         title="Usefulness",
     )
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
     for ax in (ax_error, ax_score):
         ax.set_xscale("log")
+        # plain numbers (2, 3, 5) rather than 2x10^0 on a short log axis
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 3, 5)))
+        ax.xaxis.set_minor_locator(LogLocator(subs="all"))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter("")
         ax.grid(True, alpha=0.3)
+        ax.margins(0.08)
     if len(ran):
-        ax_score.legend(fontsize="small")
+        # below the panels, so that it never covers a point
+        handles, labels = ax_score.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center",
+                   ncol=min(len(labels), 5), fontsize="small")
     return fig
