@@ -158,8 +158,12 @@ def _binary(w):
     rows = np.abs(w.reshape(w.shape[0], -1))
     if not (rows == rows[:, :1]).all():
         return None
-    return EncodedTensor("binary", {}, [np.packbits(np.signbit(w).ravel()).tobytes(),
-                                        _le(rows[:, 0], np.float32)])
+    scale = rows[:, 0]
+    if (scale == scale[0]).all():
+        scale = scale[:1]  # one scale for the whole tensor
+    return EncodedTensor("binary", {"scales": int(scale.size)},
+                         [np.packbits(np.signbit(w).ravel()).tobytes(),
+                          _le(scale, np.float32)])
 
 
 def _sparse(w, value_hint=None):
@@ -366,7 +370,11 @@ def decode(encoding, meta, streams, shape, dtype):
             raise FormatError("a binary tensor needs at least one dimension")
         signs = np.unpackbits(np.frombuffer(take((size + 7) // 8), np.uint8),
                               count=size).astype(bool).reshape(rows, -1)
-        scale = _array(take(4 * rows), np.float32, rows)
+        n_scales = meta.get("scales")
+        if n_scales not in (1, rows):
+            raise FormatError("binary scales do not match the tensor")
+        scale = np.broadcast_to(_array(take(4 * n_scales), np.float32, n_scales),
+                                (rows,))
         out = np.where(signs, -scale[:, None], scale[:, None])
     elif encoding == "sparse":
         nnz = meta["nnz"]
