@@ -17,10 +17,11 @@ class FormatError(ValueError):
 LIMITS = {
     "header_bytes": 4 * 2**20,    # decompressed JSON header
     "depth": 64,                  # nesting of the JSON header
-    "json_values": 300_000,       # objects, arrays and items in the header
+    "json_values": 600_000,       # objects, arrays and items in the header
     "tensors": 20_000,            # tensor entries
     "modules": 20_000,            # modules + tensors a file's constructors make
     "build_seconds": 1.0,         # time to build the module on the meta device
+    "enumerative_cells": 1 << 21,  # cells of enumerative positions, per file
     "ndim": 8,                    # dimensions of one tensor
     "elements": 2**31 - 1,        # elements of one tensor
     "streams": 16,                # byte streams of one tensor

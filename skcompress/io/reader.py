@@ -42,7 +42,7 @@ def _check_entries(header, module, blob_len, max_bytes):
     if not isinstance(entries, list) or len(entries) > LIMITS["tensors"]:
         raise FormatError("the tensor table is missing or too long")
     expected = _module_tensors(module)
-    seen, total_bytes, total_streams = {}, 0, 0
+    seen, total_bytes, total_streams, enumerative_cells = {}, 0, 0, 0
     for entry in entries:
         if not isinstance(entry, dict) or set(entry) - _ENTRY_KEYS:
             raise FormatError("a tensor entry has unknown fields")
@@ -84,6 +84,14 @@ def _check_entries(header, module, blob_len, max_bytes):
         if not isinstance(entry.get("enc"), str) or not isinstance(
                 entry.get("meta"), dict):
             raise FormatError(f"tensor {name!r} has no encoding")
+        meta = entry["meta"]
+        if (entry["enc"] == "sparse" and isinstance(meta.get("positions"), dict)
+                and meta["positions"].get("model") == "enumerative"):
+            # its decoder steps through the cells in Python: a budget per file
+            enumerative_cells += math.prod(shape)
+            if enumerative_cells > LIMITS["enumerative_cells"]:
+                raise FormatError("the file has more enumerative-coded cells than "
+                                  "the format allows")
         total_streams += sum(streams)
         total_bytes += math.prod(shape) * np.dtype(tensors.DTYPES[dtype]).itemsize
         seen[name] = entry

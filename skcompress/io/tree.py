@@ -246,6 +246,23 @@ def describe(module, kwargs=None):
     return node
 
 
+# Sizes that constructors accept as zero or negative, which no forward pass
+# can use: checked before anything is built (padding may be 0 or a mode).
+_POSITIVE = ("kernel_size", "stride", "dilation", "groups")
+
+
+def _check_sizes(cls, kwargs):
+    for key, value in kwargs.items():
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+        if key in _POSITIVE and any(v <= 0 for v in ints):
+            raise FormatError(f"{cls.__qualname__} {key}={value!r} must be positive")
+        if key in _POSITIVE + ("padding",) and any(v > 1 << 16 for v in ints):
+            raise FormatError(f"{cls.__qualname__} {key}={value!r} is too large")
+        if key == "padding" and any(v < 0 for v in ints):
+            raise FormatError(f"{cls.__qualname__} padding={value!r} is negative")
+
+
 def _same_kind(value, reference):
     """An attribute may change value, never kind: same type, and for tuples
     and lists the same length and kinds of items (an int may become a float
@@ -273,6 +290,7 @@ class _Builder:
         if not isinstance(kwargs, dict):
             raise FormatError("module kwargs must be an object")
         kwargs = {k: decode_value(v, self.registry) for k, v in kwargs.items()}
+        _check_sizes(cls, kwargs)
         try:
             return construct(cls, kwargs)
         except FormatError:
@@ -285,16 +303,21 @@ class _Builder:
     def _validate(self, module):
         """Changed attributes that are constructor arguments must be values
         the constructor accepts: build one (on meta) with them."""
+        cls = type(module)
         try:
-            kwargs = init_kwargs_of(module)
-            construct(type(module), {k: decode_value(v, self.registry)
-                                     for k, v in kwargs.items()})
+            kwargs = {k: decode_value(v, self.registry)
+                      for k, v in init_kwargs_of(module).items()}
+            _check_sizes(cls, kwargs)
+            reference = construct(cls, kwargs)
         except FormatError:
             raise
         except Exception as exc:
             raise FormatError(
-                f"the attributes of {type(module).__qualname__} are not values its "
+                f"the attributes of {cls.__qualname__} are not values its "
                 f"constructor accepts ({type(exc).__name__}: {exc})") from None
+        if own_shapes(reference) != own_shapes(module):
+            raise FormatError(
+                f"the attributes of {cls.__qualname__} do not agree with its tensors")
 
     def build(self, node):
         if not isinstance(node, dict) or "class" not in node:

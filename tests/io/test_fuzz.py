@@ -9,7 +9,6 @@ seed)[0])``. Failures of bugs that have their own xfail test are counted
 under ``KNOWN_BUGS`` instead.
 """
 
-import re
 
 import pytest
 
@@ -20,16 +19,7 @@ from .helpers import acceptable, loads_case, run_cases
 # description matches and whose outcome matches is counted, not failed, as
 # ``{"test file::test name": (description regex, Outcome.summary regex)}``.
 # Remove an entry when its bug is fixed (its xfail test then passes).
-KNOWN_BUGS = {
-    "test_net_header.py::test_module_attrs_must_agree_with_the_tensors": (
-        re.compile(r"attrs conv2\.groups"),
-        re.compile(r"^loaded .*\(predict failed: RuntimeError: Given groups="),
-    ),
-    "test_net_header.py::test_non_positive_sizes_are_refused_at_load": (
-        re.compile(r"attrs (conv1|pool)\.(stride|dilation|kernel_size) = \[?[-0]"),
-        re.compile(r"^loaded .*\(predict failed: RuntimeError: "),
-    ),
-}
+KNOWN_BUGS = {}
 
 
 def _known(description, outcome):

@@ -101,12 +101,6 @@ INCONSISTENT_ATTRS = [("conv2", {"groups": 2}), ("conv2", {"groups": 32}),
                       ("fc1", {"in_features": 5}), ("fc2", {"out_features": 3})]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tree._Builder._validate builds the module's class on meta with the changed "
-    "attributes but does not compare that reference's tensor shapes with the "
-    "module's: Conv2d groups=2 / 32 (weight [64, 32, 3, 3] needs groups=1) "
-    "loads, then predict raises; in_channels / out_channels / in_features / "
-    "out_features that disagree with the weights load silently"))
 def test_module_attrs_must_agree_with_the_tensors(dense, X_small):
     edits = [_set(["module", "children"], [[child, {"attrs": attrs}]])
              for child, attrs in INCONSISTENT_ATTRS]
@@ -128,10 +122,6 @@ NON_POSITIVE = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stride, dilation and kernel_size of 0 or less pass the constructors of "
-    "Conv2d and MaxPool2d (as attributes, or as kwargs of a replaced child): "
-    "the file loads, then predict raises RuntimeError"))
 def test_non_positive_sizes_are_refused_at_load(dense, X_small):
     classes = {"conv1": "torch.nn.modules.conv:Conv2d",
                "pool": "torch.nn.modules.pooling:MaxPool2d"}
