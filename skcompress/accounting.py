@@ -25,6 +25,7 @@ __all__ = [
     "dense_size_bytes",
     "measure_latency",
     "model_report",
+    "onnx_latency",
 ]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -166,7 +167,8 @@ def _infer_input_shape(module):
     return None
 
 
-def model_report(net_or_module, input_shape=None):
+def model_report(net_or_module, input_shape=None, *, latency=False,
+                 batch_size=256):
     """Per-layer parameters, nonzeros, stored size and MACs, plus a total row.
 
     Parameters
@@ -175,6 +177,18 @@ def model_report(net_or_module, input_shape=None):
     input_shape : tuple of int, default=None
         Shape of ONE sample, e.g. ``(1, 8, 8)``; without it MACs are NaN unless
         the first parametrized layer is a ``Linear``.
+    latency : bool, default=False
+        Also time the whole net on the CPU, one thread, a batch of
+        ``batch_size``: in PyTorch (:func:`measure_latency`) and in
+        onnxruntime (the :func:`skcompress.export_onnx` graph, written to a
+        temporary folder, timed by :func:`skcompress.export.measure_onnx_latency`
+        with ``DequantizeLinear`` folded at load). Adds the columns
+        ``torch_latency_ms`` and ``onnx_latency_ms``, set on the total row
+        (NaN on the layers). Without the ``deploy`` extra (onnx,
+        onnxruntime) ``onnx_latency_ms`` is NaN and ``report.attrs["note"]``
+        says why. Needs ``input_shape`` (or a first ``Linear`` layer).
+    batch_size : int, default=256
+        Batch of the latency measurements.
 
     Returns
     -------
@@ -185,7 +199,8 @@ def model_report(net_or_module, input_shape=None):
         and buffers in the compact format, see
         :class:`skcompress.io.EncodedNet`), ``bits_per_weight``
         (``8 * stored_bytes / parameters``) and ``macs`` (see
-        :func:`count_macs`).
+        :func:`count_macs`); with ``latency=True`` also ``torch_latency_ms``
+        and ``onnx_latency_ms``.
 
     Examples
     --------
@@ -239,9 +254,62 @@ def model_report(net_or_module, input_shape=None):
         "stored_bytes": total_stored,
         "macs": float(sum(macs.values())) if macs is not None else np.nan,
     }
-    return report.astype({"parameters": "int64", "nonzeros": "int64",
-                          "stored_bytes": "int64", "bits_per_weight": "float64",
-                          "macs": "float64"})
+    report = report.astype({"parameters": "int64", "nonzeros": "int64",
+                            "stored_bytes": "int64", "bits_per_weight": "float64",
+                            "macs": "float64"})
+    if latency:
+        if shape is None:
+            raise ValueError("input_shape is required to measure latency.")
+        report["torch_latency_ms"] = np.nan
+        report["onnx_latency_ms"] = np.nan
+        report.loc["total", "torch_latency_ms"] = 1e3 * measure_latency(
+            net_or_module, shape, batch_size=batch_size)
+        seconds, note = onnx_latency(net_or_module, shape, batch_size=batch_size)
+        report.loc["total", "onnx_latency_ms"] = 1e3 * seconds
+        if note:
+            report.attrs["note"] = note
+    return report
+
+
+def onnx_latency(net_or_module, input_shape, batch_size=256, repeats=30, warmup=5,
+                 n_threads=1):
+    """onnxruntime CPU latency of a net's ONNX export, or NaN and why not.
+
+    The net is exported with :func:`skcompress.export_onnx` into a temporary
+    folder (removed afterwards) and timed with
+    :func:`skcompress.export.measure_onnx_latency` (``fold_dequantize=True``,
+    as a deployment would load an int8 graph), with the protocol of
+    :func:`measure_latency`.
+
+    Returns
+    -------
+    seconds : float
+        Median seconds of one batch; NaN when the ``deploy`` extra (onnx,
+        onnxruntime) is not installed.
+    note : str
+        Empty, or why ``seconds`` is NaN.
+    """
+    import importlib.util
+    import os
+    import tempfile
+
+    missing = [m for m in ("onnx", "onnxruntime")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        return np.nan, (
+            f"no onnxruntime latency: {' and '.join(missing)} not installed "
+            "(pip install 'skcompress[deploy]')"
+        )
+    from .export import export_onnx, measure_onnx_latency
+
+    shape = _check_shape(input_shape)
+    with tempfile.TemporaryDirectory(prefix="skcompress-onnx-") as folder:
+        export = export_onnx(net_or_module, os.path.join(folder, "model.onnx"),
+                             shape)
+        seconds = measure_onnx_latency(export, shape, batch_size=batch_size,
+                                       repeats=repeats, warmup=warmup,
+                                       n_threads=n_threads, fold_dequantize=True)
+    return float(seconds), ""
 
 
 def measure_latency(net_or_module, input_shape, batch_size=256, repeats=30,

@@ -16,6 +16,7 @@ quantize chain reuses the fitted weight-pruning stage of the same sparsity
 quantization per setting.
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -26,7 +27,14 @@ import pandas as pd
 
 from .compression import _registry
 
-__all__ = ["Candidate", "candidates", "check_writable", "format_table", "run_demo"]
+__all__ = [
+    "Candidate",
+    "candidates",
+    "check_writable",
+    "format_table",
+    "plot_demo",
+    "run_demo",
+]
 
 MODEL_FILE = "model.skc"
 OUTPUT_FILES = ("results.csv", "tradeoff.png", MODEL_FILE, "report.md")
@@ -195,6 +203,35 @@ class _Progress:
             self.bar.close()
 
 
+@contextlib.contextmanager
+def _epoch_bar(net, enabled):
+    """A progress bar over the epochs of ``net.fit`` on stderr, or nothing.
+
+    The callback is added for the fit only: the trained net keeps its own
+    callbacks (it is deep-copied and cloned by the compressors).
+    """
+    if not enabled:
+        yield
+        return
+    from skorch.callbacks import Callback
+    from tqdm.auto import tqdm
+
+    class EpochBar(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            bar.update()
+            bar.set_postfix_str(f"loss {net.history[-1, 'train_loss']:.3f}")
+
+    original = net.callbacks
+    bar = tqdm(total=net.max_epochs, desc="training the base CNN", unit="epoch",
+               file=sys.stderr, dynamic_ncols=True)
+    net.set_params(callbacks=[*(original or []), ("epoch_bar", EpochBar())])
+    try:
+        yield
+    finally:
+        bar.close()
+        net.set_params(callbacks=original)
+
+
 def run_demo(
     out="skcompress-report",
     *,
@@ -244,7 +281,8 @@ def run_demo(
     results : pandas.DataFrame
         One row for the base net, then one per candidate; columns
         ``technique, setting, accuracy, drop_points, size_bytes, size_ratio,
-        params, params_ratio, macs, macs_ratio, latency_ratio, fit_s, pareto,
+        params, params_ratio, macs, macs_ratio, latency_ratio, onnx_latency_ms,
+        onnx_latency_ratio (NaN without the ``deploy`` extra), fit_s, pareto,
         chosen``.
 
     Raises
@@ -276,10 +314,11 @@ def _run(out, grid, quick, tolerance, random_state, base_params, progress, log):
     import torch
     from sklearn.model_selection import train_test_split
 
+    from .accounting import onnx_latency
     from .datasets import load_digits_images
     from .io import load, save
     from .models import make_digits_net
-    from .search import compare_to_base, pareto_front, plot_tradeoff, smallest_within
+    from .search import compare_to_base, pareto_front, smallest_within
 
     X, y = load_digits_images()
     Xtr, Xte, ytr, yte = train_test_split(
@@ -292,11 +331,18 @@ def _run(out, grid, quick, tolerance, random_state, base_params, progress, log):
     log(f"training the base CNN on {len(Xtr)} digits images "
         f"({base.max_epochs} epochs, {threads} torch threads)...")
     start = time.perf_counter()
-    base.fit(Xtr, ytr)
+    with _epoch_bar(base, progress):
+        base.fit(Xtr, ytr)
     base_time = time.perf_counter() - start
     base_row = _base_row(base, Xte, yte)
     log(f"base CNN: test accuracy {base_row['accuracy']:.4f}, "
         f"trained in {base_time:.1f} s; {len(grid)} candidates to fit")
+    shape = tuple(Xte.shape[1:])
+    base_onnx, onnx_note = onnx_latency(base, shape)
+    if onnx_note:
+        log(f"{onnx_note}: the onnx ratio column is n/a")
+    base_row["onnx_latency_ms"] = 1e3 * base_onnx
+    base_row["onnx_latency_ratio"] = 1.0 if np.isfinite(base_onnx) else np.nan
 
     rows, fitted = [base_row], [base]
     stages = {}
@@ -313,6 +359,9 @@ def _run(out, grid, quick, tolerance, random_state, base_params, progress, log):
             row.update(compare_to_base(compressor, base, Xte, yte))
             row["accuracy"] = row.pop("score")
             row["fit_s"] = elapsed
+            seconds = onnx_latency(compressor, shape)[0] if not onnx_note else np.nan
+            row["onnx_latency_ms"] = 1e3 * seconds
+            row["onnx_latency_ratio"] = base_onnx / seconds
             rows.append(row)
             fitted.append(compressor)
             bar.done()
@@ -334,15 +383,8 @@ def _run(out, grid, quick, tolerance, random_state, base_params, progress, log):
     check = _check_saved(load(model_path), fitted[chosen], Xte, n_bytes,
                          results.loc[chosen, "size_bytes"])
 
-    labelled = results.assign(label=results["technique"] + " " + results["setting"])
-    fig = plot_tradeoff(labelled, x="size_ratio", y="accuracy", label="label")
-    ax = fig.axes[0]
-    ax.scatter(results.loc[chosen, "size_ratio"], results.loc[chosen, "accuracy"],
-               s=220, facecolors="none", edgecolors="k", label="saved model")
-    ax.legend(loc="lower left")
-    ax.set_xlabel("file-size ratio (fp32 dense bytes / file bytes)")
-    ax.set_ylabel("held-out accuracy")
-    fig.savefig(os.path.join(out, "tradeoff.png"), dpi=120, bbox_inches="tight")
+    fig = plot_demo(results, tolerance)
+    fig.savefig(os.path.join(out, "tradeoff.png"), dpi=120)
 
     table = format_table(results)
     log(table)
@@ -363,8 +405,154 @@ def _run(out, grid, quick, tolerance, random_state, base_params, progress, log):
 
 _COLUMNS = (
     "technique", "setting", "accuracy", "drop_points", "size_bytes", "size_ratio",
-    "params", "params_ratio", "macs", "macs_ratio", "latency_ratio", "fit_s",
+    "params", "params_ratio", "macs", "macs_ratio", "latency_ratio",
+    "onnx_latency_ms", "onnx_latency_ratio", "fit_s",
 )
+
+
+_MARKERS = "os^vDP<>Xhp"
+
+
+def plot_demo(results, tolerance=0.005):
+    """The demo's trade-off plot: accuracy vs file-size ratio of every row.
+
+    Every point is numbered with its row in ``results.csv`` (points closer
+    than a few pixels share one label) and listed in the key beside the
+    axes with its technique's colour and marker and its setting; the base net
+    is a black star, the Pareto front is joined, the saved model circled and
+    the accuracy band within ``tolerance`` of the best shaded.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        As returned by :func:`run_demo` (``technique``, ``setting``,
+        ``accuracy``, ``size_ratio``, ``pareto``, ``chosen``).
+    tolerance : float, default=0.005
+        Accuracy the saved model may give up vs the best (0.005 = half a
+        point).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    results = results.reset_index(drop=True)
+    fig = Figure(figsize=(11, 6), layout="constrained")
+    ax = fig.add_subplot()
+    x = results["size_ratio"].to_numpy(float)
+    y = 100 * results["accuracy"].to_numpy(float)
+    best = np.nanmax(y)
+    ax.axhspan(best - 100 * tolerance, best, color="C2", alpha=0.12, lw=0)
+    front = np.flatnonzero(results["pareto"].to_numpy(bool))
+    front = front[np.argsort(x[front])]
+    ax.plot(x[front], y[front], "-", color="0.45", lw=1, zorder=1)
+    techniques = [t for t in dict.fromkeys(results["technique"]) if t != "base"]
+    style = {t: dict(marker=_MARKERS[i % len(_MARKERS)], color=f"C{i % 10}")
+             for i, t in enumerate(techniques)}
+    style["base"] = dict(marker="*", color="k")
+    for technique, kw in style.items():
+        rows = (results["technique"] == technique).to_numpy()
+        ax.scatter(x[rows], y[rows], s=150 if technique == "base" else 40,
+                   zorder=3, **kw)
+    chosen = np.flatnonzero(results["chosen"].to_numpy(bool))
+    ax.scatter(x[chosen], y[chosen], s=300, facecolors="none", edgecolors="k",
+               lw=1.5, zorder=4)
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter("")
+    # margins in axis units, so that labels near the edges stay inside
+    xlo, xhi = np.log10(np.nanmin(x)), np.log10(np.nanmax(x))
+    pad = 0.07 * max(xhi - xlo, 0.5)
+    ax.set_xlim(10 ** (xlo - pad), 10 ** (xhi + pad))
+    ylo, yhi = np.nanmin(y), np.nanmax(y)
+    ypad = 0.1 * max(yhi - ylo, 0.5)
+    ax.set_ylim(ylo - ypad, yhi + ypad)
+    ax.set_xlabel("file-size ratio (fp32 dense bytes / file bytes), log scale")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title("skcompress demo: accuracy vs file size of the compressed "
+                 "digits CNN")
+    ax.grid(True, which="major", alpha=0.3)
+
+    _label_points(ax, x, y, wide=[*chosen, *np.flatnonzero(
+        (results["technique"] == "base").to_numpy())])
+
+    handles = [
+        Line2D([], [], linestyle="", markersize=10 if results["technique"][i]
+               == "base" else 6, **style[results["technique"][i]],
+               label=f"{i:>2}  {results['technique'][i]}  {results['setting'][i]}")
+        for i in range(len(results))
+    ]
+    handles += [
+        Line2D([], [], color="0.45", lw=1, label="Pareto front"),
+        Line2D([], [], linestyle="", marker="o", markersize=14, markeredgecolor="k",
+               markerfacecolor="none", label="saved model (model.skc)"),
+        Patch(color="C2", alpha=0.25,
+              label=f"within {100 * tolerance:g} point of the best accuracy"),
+    ]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7.5,
+               frameon=False, handletextpad=0.4,
+               title="row of results.csv, technique, setting",
+               title_fontsize=7.5)
+    return fig
+
+
+def _label_points(ax, x, y, wide=(), fontsize=7):
+    """Number every point with its row, without overlaps, inside the axes.
+
+    Points on the same spot share one label ("12, 14"); each label takes the
+    first free place around its point (right, left, above, below), pointing
+    inwards first so that it stays inside the axes; the points in ``wide``
+    (drawn larger) keep more room around them.
+    """
+    ax.figure.canvas.draw_idle()
+    screen = ax.transData.transform(np.column_stack([x, y]))
+    box = ax.get_window_extent()
+    char_w, height = 0.62 * fontsize, 1.25 * fontsize  # points = pixels at 72 dpi
+    scale = ax.figure.dpi / 72
+    char_w, height = char_w * scale, height * scale
+    radius = np.where(np.isin(np.arange(len(x)), list(wide)), 10, 4) * scale
+    placed = [(sx - r, sy - r, sx + r, sy + r)
+              for (sx, sy), r in zip(screen, radius)
+              if np.isfinite(sx) and np.isfinite(sy)]
+    taken = np.zeros(len(x), bool)
+    for i in np.argsort(x):
+        if taken[i] or not np.isfinite(screen[i]).all():
+            continue
+        same = np.flatnonzero(~taken & (np.abs(screen - screen[i]).max(axis=1) < 4))
+        taken[same] = True
+        text = ", ".join(map(str, sorted(same)))
+        width = char_w * len(text)
+        sx, sy = screen[i]
+        gap = radius[i] + 1.5 * scale
+        inwards = 1 if sx < (box.x0 + box.x1) / 2 else -1
+        options = [(inwards * gap, -height / 2), (-inwards * gap, -height / 2),
+                   (-width / 2, gap), (-width / 2, -gap - height),
+                   (inwards * gap, gap), (inwards * gap, -gap - height)]
+        chosen = None
+        for dx, dy in options:
+            x0 = sx + dx if dx >= 0 or dx == -width / 2 else sx + dx - width
+            rect = (x0, sy + dy, x0 + width, sy + dy + height)
+            inside = (rect[0] >= box.x0 and rect[2] <= box.x1
+                      and rect[1] >= box.y0 and rect[3] <= box.y1)
+            free = all(rect[2] <= r[0] or rect[0] >= r[2] or rect[3] <= r[1]
+                       or rect[1] >= r[3] for r in placed)
+            if inside and free:
+                chosen = rect
+                break
+        if chosen is None:  # crowded: the first inward place
+            dx, dy = options[0]
+            x0 = sx + dx if dx >= 0 else sx + dx - width
+            chosen = (x0, sy + dy, x0 + width, sy + dy + height)
+        placed.append(chosen)
+        ax.annotate(text, (x[i], y[i]), fontsize=fontsize, color="0.15",
+                    xytext=((chosen[0] - sx) / scale, (chosen[1] - sy) / scale),
+                    textcoords="offset points", ha="left", va="bottom")
 
 
 def _check_saved(loaded, model, X, n_bytes, size_bytes):
@@ -408,6 +596,8 @@ def format_table(results):
             "params": results["params"],
             "MACs": results["macs"],
             "latency ratio": results["latency_ratio"].map("{:.2f}x".format),
+            "onnx ratio": results["onnx_latency_ratio"].map(
+                lambda v: f"{v:.2f}x" if np.isfinite(v) else "n/a"),
         }
     )
     return shown.to_string(index=False)
@@ -426,7 +616,10 @@ def _write_report(out, results, table, summary, check, base_acc, base_time,
         "Accuracy is measured on the held-out quarter of the data; `drop` is in "
         "points vs the base; `file ratio` = fp32 dense bytes / bytes of the file "
         "`skcompress.save` writes; `latency ratio` = base / compressed forward "
-        "time (batch 256, 1 thread), above 1 is faster.",
+        "time in PyTorch (batch 256, 1 thread), above 1 is faster; `onnx ratio` "
+        "= the same in onnxruntime on the CPU (each net exported with "
+        "`skcompress.export_onnx`, batch 256, 1 thread; n/a without the "
+        "`deploy` extra).",
         "",
         f"`*` = on the Pareto front of accuracy vs file ratio ({n_front} rows); "
         "`>` = the saved model.",

@@ -1,3 +1,5 @@
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -147,3 +149,31 @@ def test_wrong_input_shape_is_named(net, func):
     # not torch's conv2d error
     with pytest.raises(ValueError, match=r"input_shape=\(1, 1, 8, 8\)"):
         func(net, (1, 1, 8, 8))
+
+
+def test_model_report_latency_columns(net):
+    report = model_report(net, input_shape=(1, 8, 8), latency=True, batch_size=8)
+    assert list(report.columns[-2:]) == ["torch_latency_ms", "onnx_latency_ms"]
+    assert report[["torch_latency_ms", "onnx_latency_ms"]].iloc[:-1].isna().all().all()
+    assert report.loc["total", "torch_latency_ms"] > 0
+    if importlib.util.find_spec("onnxruntime") is None:
+        assert np.isnan(report.loc["total", "onnx_latency_ms"])
+        assert "pip install 'skcompress[deploy]'" in report.attrs["note"]
+    else:
+        assert report.loc["total", "onnx_latency_ms"] > 0
+        assert "note" not in report.attrs
+    without = model_report(net, input_shape=(1, 8, 8))
+    assert "onnx_latency_ms" not in without.columns
+
+
+def test_model_report_latency_without_the_deploy_extra(net, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime"
+                        else real(name, *a))
+    report = model_report(net, input_shape=(1, 8, 8), latency=True, batch_size=8)
+    assert np.isnan(report.loc["total", "onnx_latency_ms"])
+    assert report.attrs["note"] == (
+        "no onnxruntime latency: onnxruntime not installed "
+        "(pip install 'skcompress[deploy]')"
+    )

@@ -1,12 +1,20 @@
 """The demo runner on a tiny base net: files, Pareto marks, honest choice."""
 
+import importlib.util
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
 from skcompress.datasets import load_digits_images
-from skcompress.demo import OUTPUT_FILES, _fit_candidate, candidates, run_demo
+from skcompress.demo import (
+    OUTPUT_FILES,
+    _fit_candidate,
+    candidates,
+    plot_demo,
+    run_demo,
+)
 from skcompress.io import load
 from skcompress.models import make_digits_net
 from skcompress.search import pareto_front, smallest_within
@@ -88,3 +96,40 @@ def test_unknown_technique_and_unwritable_out(tmp_path):
     blocker.write_text("")
     with pytest.raises(OSError, match="cannot write the report"):
         run_demo(blocker / "sub", techniques=["quantize"], progress=False)
+
+
+def test_onnx_latency_column(demo):
+    _, results, printed = demo
+    assert "onnx ratio" in printed
+    if importlib.util.find_spec("onnxruntime") is None:
+        assert results["onnx_latency_ratio"].isna().all()
+        assert "no onnxruntime latency" in printed
+    else:
+        assert results["onnx_latency_ms"].gt(0).all()
+        assert results.loc[0, "onnx_latency_ratio"] == 1.0
+        np.testing.assert_allclose(
+            results["onnx_latency_ratio"],
+            results.loc[0, "onnx_latency_ms"] / results["onnx_latency_ms"])
+
+
+def test_tradeoff_plot_labels_every_point_inside_the_axes(demo):
+    _, results, _ = demo
+    # a crowded frame: two points on the same spot, one at each edge
+    frame = pd.concat([results, results.iloc[[1]]], ignore_index=True)
+    frame["chosen"] = np.arange(len(frame)) == 1
+    fig = plot_demo(frame, tolerance=0.005)
+    [ax] = fig.axes
+    assert ax.get_title().startswith("skcompress demo: accuracy vs file size")
+    fig.canvas.draw()
+    box = ax.get_window_extent()
+    numbered = []
+    for text in ax.texts:
+        numbered += [int(n) for n in text.get_text().split(", ")]
+        extent = text.get_window_extent()
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1
+        assert box.y0 <= extent.y0 and extent.y1 <= box.y1
+    assert sorted(numbered) == list(range(len(frame)))
+    [legend] = fig.legends
+    entries = [t.get_text() for t in legend.get_texts()]
+    assert entries[0] == " 0  base  uncompressed"
+    assert len(entries) == len(frame) + 3  # + front, saved model, tolerance band
