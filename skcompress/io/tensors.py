@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .codecs import positions
+from .codecs.bits import le_bytes
 from .codecs.symbols import decode as _decode_symbols
 from .codecs.symbols import encode as _encode_symbols
 from .errors import FormatError
@@ -37,10 +38,9 @@ __all__ = ["DTYPES", "EncodedTensor", "decode", "decode_tensor", "encode",
 
 DTYPES = {
     "float32": np.float32, "float16": np.float16, "float64": np.float64,
-    "bfloat16": None, "int8": np.int8, "int16": np.int16, "int32": np.int32,
-    "int64": np.int64, "uint8": np.uint8, "bool": np.bool_,
+    "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
+    "uint8": np.uint8, "bool": np.bool_,
 }
-DTYPES.pop("bfloat16")
 
 
 @dataclass
@@ -56,18 +56,13 @@ class EncodedTensor:
         return sum(len(s) for s in self.streams)
 
 
-def _le(array, dtype):
-    return np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")
-                                ).tobytes()
-
-
 # ------------------------------------------------------------------ values
 def _float_values(values):
     """Meta and streams of float32 values: fp16 when exact, else float32."""
     half = values.astype(np.float16)
     if same(half.astype(np.float32), values):
-        return {"enc": "fp16"}, [_le(half, np.float16)]
-    return {"enc": "dense"}, [_le(values, np.float32)]
+        return {"enc": "fp16"}, [le_bytes(half, np.float16)]
+    return {"enc": "dense"}, [le_bytes(values, np.float32)]
 
 
 def _codebook_values(values, centroids=None, rows=1, row_of=None):
@@ -86,7 +81,7 @@ def _codebook_values(values, centroids=None, rows=1, row_of=None):
         return None
     sym_meta, streams = _encode_symbols(index, centroids.size, rows, row_of)
     return ({"enc": "codebook", "k": int(centroids.size), "sym": sym_meta},
-            [_le(centroids, np.float32), *streams])
+            [le_bytes(centroids, np.float32), *streams])
 
 
 def _decode_values(meta, take, count, rows=1, row_of=None):
@@ -149,7 +144,7 @@ def _uniform(w, hint):
     meta = {"channels": int(channels), "q_min": q_min, "sym": sym_meta,
             "zero_points": int(zero_point.size)}
     return EncodedTensor("uniform", meta, [
-        _le(scale, np.float32), _le(zero_point, np.int32), *streams])
+        le_bytes(scale, np.float32), le_bytes(zero_point, np.int32), *streams])
 
 
 def _binary(w):
@@ -163,7 +158,7 @@ def _binary(w):
         scale = scale[:1]  # one scale for the whole tensor
     return EncodedTensor("binary", {"scales": int(scale.size)},
                          [np.packbits(np.signbit(w).ravel()).tobytes(),
-                          _le(scale, np.float32)])
+                          le_bytes(scale, np.float32)])
 
 
 def _sparse(w, value_hint=None):
@@ -225,8 +220,8 @@ def _from_indices(hint, shape, sparse):
                                                 flat // (indices.size // rows))
         value_meta = {"enc": "codebook", "k": k, "sym": sym_meta}
         meta = {"nnz": int(flat.size), "positions": pos_meta, "values": value_meta}
-        return EncodedTensor("sparse", meta, [*pos_streams, _le(centroids, np.float32),
-                                              *sym_streams])
+        return EncodedTensor("sparse", meta, [
+            *pos_streams, le_bytes(centroids, np.float32), *sym_streams])
     if not keep.all():  # pruned weights: one more centroid, exactly zero
         centroids = np.append(centroids, np.float32(0))
         k += 1
@@ -235,7 +230,7 @@ def _from_indices(hint, shape, sparse):
     symbols = np.where(keep, indices, k - 1).ravel()
     sym_meta, streams = _encode_symbols(symbols, k, rows)
     return EncodedTensor("codebook", {"k": k, "sym": sym_meta},
-                         [_le(centroids, np.float32), *streams])
+                         [le_bytes(centroids, np.float32), *streams])
 
 
 def _from_integers(hint, shape):
@@ -263,8 +258,8 @@ def _from_integers(hint, shape):
     meta = {"channels": int(channels), "q_min": q_min, "sym": sym_meta,
             "zero_points": int(zero_point.size)}
     return EncodedTensor("uniform", meta, [
-        _le(np.broadcast_to(scale, (channels,)), np.float32),
-        _le(zero_point, np.int32), *streams])
+        le_bytes(np.broadcast_to(scale, (channels,)), np.float32),
+        le_bytes(zero_point, np.int32), *streams])
 
 
 def encode(w, hints=(), shape=None, dtype=None):
@@ -293,7 +288,7 @@ def encode(w, hints=(), shape=None, dtype=None):
     if w.dtype != np.float32:
         if w.dtype.name not in DTYPES:
             raise ValueError(f"tensor of dtype {w.dtype} cannot be stored.")
-        return EncodedTensor("raw", {}, [_le(w, w.dtype)])
+        return EncodedTensor("raw", {}, [le_bytes(w, w.dtype)])
     encoded = None
     if w.size:
         try:

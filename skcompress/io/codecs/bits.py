@@ -4,7 +4,7 @@ import numpy as np
 
 from ..errors import FormatError
 
-__all__ = ["pack", "packed_size", "unpack", "width_for"]
+__all__ = ["le_bytes", "pack", "packed_size", "unpack", "width_for"]
 
 
 def width_for(n_symbols):
@@ -52,3 +52,9 @@ def unpack(data, width, count):
     for i in range(per):
         np.bitwise_and(data >> np.uint8(8 - width * (i + 1)), mask, out=out[i::per])
     return out[:count]
+
+
+def le_bytes(array, dtype):
+    """``array`` as little-endian bytes of ``dtype`` (the format's byte order)."""
+    return np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")
+                                ).tobytes()

@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import FormatError
 from . import ans, zstd
 
-__all__ = ["cost_bits", "decode", "encode"]
+__all__ = ["decode", "encode"]
 
 ESCAPE = 255
 ENUM_MAX_CELLS = 1 << 18
@@ -94,12 +94,6 @@ def _choice(view):
         if geometric - enumerative > ENUM_GAIN * enumerative:
             model, bits = "enumerative", enumerative
     return bits + 8 * len(_side_stream(kept, counts)), model, kept, counts
-
-
-def cost_bits(mask, shape, transpose):
-    """Bits of the positions in one orientation: the lines' cost under the
-    model that orientation gets, the column bitmap and the line counts."""
-    return _choice(_view(mask, shape, transpose))[0]
 
 
 def density_class(counts, length):

@@ -14,15 +14,11 @@ import numpy as np
 
 from ..errors import FormatError
 from . import ans, bits, zstd
+from .bits import le_bytes
 
 __all__ = ["ANS_MAX_SYMBOLS", "decode", "encode"]
 
 ANS_MAX_SYMBOLS = 1 << 18
-
-
-def _le(array, dtype):
-    return np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")
-                                ).tobytes()
 
 
 _MAX_CLASSES = 8
@@ -104,7 +100,7 @@ def encode(symbols, n_symbols, rows=1, row_of=None):
     out = [np.concatenate(tables).astype(np.uint8).tobytes()]
     if n_classes > 1:
         out.append(bits.pack(classes, bits.width_for(n_classes)).tobytes())
-    return meta, out + [_le(words, np.uint32)]
+    return meta, out + [le_bytes(words, np.uint32)]
 
 
 def decode(meta, take, count, rows=1, row_of=None):
