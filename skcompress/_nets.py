@@ -24,7 +24,8 @@ def find_net(obj):
     Raises
     ------
     TypeError
-        ``obj`` is neither a skorch net nor a fitted compressor.
+        ``obj`` is neither a skorch net nor a fitted compressor (an unfitted
+        compressor is told to be fitted first).
     ValueError
         The net found is not initialized.
 
@@ -43,8 +44,16 @@ def find_net(obj):
            and seen < _MAX_DEPTH):
         obj, seen = obj.estimator_, seen + 1
     if not isinstance(obj, NeuralNet):
+        name = type(obj).__name__
+        if hasattr(obj, "fit") and hasattr(obj, "get_params"):
+            # an estimator without estimator_: most often a compressor that
+            # was built but never fitted
+            raise TypeError(
+                f"This {name} is not fitted: it holds no compressed net yet. "
+                f"Call {name}.fit(X, y) first, then pass the fitted object."
+            )
         raise TypeError(
-            f"obj must be a fitted compressor or skorch net, got {type(obj).__name__}."
+            f"obj must be a fitted compressor or skorch net, got {name}."
         )
     if not getattr(obj, "initialized_", False):
         raise ValueError("obj is a skorch net that is not initialized; fit it first.")
