@@ -43,7 +43,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, check_memory
-from skorch import NeuralNet
+from skorch import NeuralNet, NeuralNetClassifier
 from skorch.callbacks import Callback
 
 from .._nets import find_net
@@ -53,6 +53,8 @@ __all__ = [
     "BaseCompressor",
     "CompressionResult",
     "ConstraintCallback",
+    "FiniteLossCheck",
+    "SeedFinetuning",
     "is_compressor",
 ]
 
@@ -110,6 +112,110 @@ def _seeded(seed):
     with _forked_rng():
         torch.manual_seed(seed)
         yield
+
+
+def _check_finite(values, name, owner):
+    """``ValueError`` naming ``name`` if a numpy array or torch tensor holds
+    NaN or infinity; other inputs (dicts, datasets) are the net's business."""
+    if isinstance(values, torch.Tensor):
+        finite = not values.is_floating_point() or bool(torch.isfinite(values).all())
+    elif isinstance(values, np.ndarray) and values.dtype.kind in "fc":
+        finite = bool(np.isfinite(values).all())
+    else:
+        return
+    if not finite:
+        raise ValueError(
+            f"{owner}: {name} contains NaN or infinity; a net trained on it "
+            "gets NaN weights. Remove or impute those values first."
+        )
+
+
+def _class_indices(y, owner):
+    """``y`` as the integer class indices skorch's ``NeuralNetClassifier``
+    trains on and predicts.
+
+    Integer labels pass unchanged and integral floats (``2.0``) become int64;
+    anything else (strings, objects, fractions, negative numbers) is a
+    ``ValueError`` naming ``y``: the classifier predicts ``argmax`` indices,
+    so other labels would come back as indices, not as the user's labels.
+    """
+    if isinstance(y, torch.Tensor):
+        values = y.detach().cpu().numpy()
+    elif isinstance(y, np.ndarray) or hasattr(y, "__array__") or isinstance(
+        y, (list, tuple)
+    ):
+        values = np.asarray(y)
+    else:
+        return y
+    hint = (
+        "skorch's NeuralNetClassifier trains on and predicts integer class "
+        "indices 0 .. n_classes - 1. Encode the labels first, e.g. "
+        "encoder = sklearn.preprocessing.LabelEncoder().fit(y), fit on "
+        "encoder.transform(y) and map predictions back with "
+        "encoder.inverse_transform."
+    )
+    kind = values.dtype.kind
+    if kind == "f":
+        if not np.isfinite(values).all() or (values != np.round(values)).any():
+            raise ValueError(
+                f"{owner}: y holds non-integral class labels; {hint}"
+            )
+        values = values.astype(np.int64)
+        y = torch.from_numpy(values) if isinstance(y, torch.Tensor) else values
+    elif kind not in "iub":
+        examples = ", ".join(repr(v) for v in np.unique(values.astype(object))[:3])
+        raise ValueError(
+            f"{owner}: y holds class labels of dtype {values.dtype} "
+            f"({examples}, ...); {hint}"
+        )
+    if kind != "b" and values.size and values.min() < 0:
+        raise ValueError(f"{owner}: y holds negative class labels; {hint}")
+    return y
+
+
+def _non_finite_tensors(module):
+    """Names of the module's parameters and floating buffers that hold NaN or
+    infinity."""
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    return [
+        name for name, tensor in tensors
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+
+
+class FiniteLossCheck(Callback):
+    """Stops fine-tuning with a ``FloatingPointError`` as soon as a training
+    batch's loss is NaN or infinite, naming the compressor, the epoch and the
+    batch, instead of finishing with NaN weights."""
+
+    def __init__(self, owner="fine-tuning"):
+        self.owner = owner
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.first_epoch_ = len(net.history)
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
+        if not training or loss is None or bool(torch.isfinite(loss).all()):
+            return
+        epoch = len(net.history) - self.first_epoch_
+        batches = len(net.history[-1]["batches"]) if len(net.history) else 0
+        raise FloatingPointError(
+            f"{self.owner}: the training loss became {float(loss.detach())} during "
+            f"fine-tuning (epoch {epoch}, batch {batches}); the net's outputs "
+            "are not finite. Try a smaller finetune_lr."
+        )
+
+
+class SeedFinetuning(Callback):
+    """Seeds torch when fine-tuning starts, after the net's own callbacks
+    (e.g. :class:`skcompress.models.SeedTorch`, which would fix the batch
+    order whatever the compressor's ``random_state``)."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        torch.manual_seed(self.seed)
 
 
 @dataclass
@@ -255,6 +361,7 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
     def _fit(self, X, y):
         """The fit flow of the module docstring, on validated parameters."""
         self._check_estimator_type()
+        X, y = self._check_data(X, y)
         self._check_params(X, y)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         rng = np.random.RandomState(seed)
@@ -262,15 +369,17 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         start = time.perf_counter()
         base, base_net = self._fit_base(X, y, seed)
         timings = {"base": time.perf_counter() - start}
+        self._check_finite_net(base_net, "the base net")
 
         net = copy.deepcopy(base_net)
         with _seeded(seed):
-            self._check_net_accepts(net, X)
+            self._check_net_accepts(net, X, y)
             start = time.perf_counter()
             result = self._compress_and_finetune(net, X, y, rng)
             timings.update(result.timings)
             timings["compress_and_finetune"] = time.perf_counter() - start
         result.net.module_.eval()
+        self._check_finite_net(result.net, "compression and fine-tuning")
 
         fitted = {"base_estimator_": base, "estimator_": result.net}
         if "original_size_bytes_" not in result.attributes:
@@ -326,6 +435,29 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
     def _check_params(self, X, y):
         """Technique-specific checks that need more than the constraints."""
 
+    def _check_data(self, X, y):
+        """Fail before any training on input no net can learn from.
+
+        NaN or infinity in a numpy / torch ``X`` or ``y`` is a ``ValueError``;
+        for a ``NeuralNetClassifier``, ``y`` must hold integer class indices
+        (integral floats are converted, see :func:`_class_indices`).
+        """
+        owner = type(self).__name__
+        _check_finite(X, "X", owner)
+        if isinstance(_innermost_estimator(self.estimator), NeuralNetClassifier):
+            y = _class_indices(y, owner)
+        _check_finite(y, "y", owner)
+        return X, y
+
+    def _check_finite_net(self, net, step):
+        bad = _non_finite_tensors(net.module_)
+        if bad:
+            raise FloatingPointError(
+                f"{type(self).__name__}: {step} gave NaN or infinite weights in "
+                f"{bad[:5]}{' ...' if len(bad) > 5 else ''}; no compressed net "
+                "is returned."
+            )
+
     def _finetune_callbacks(self):
         """Extra skorch callbacks for fine-tuning, as ``(name, callback)``."""
         return []
@@ -338,8 +470,16 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
             net.set_params(lr=self.finetune_lr)
         # Compression replaced or re-registered parameters: a fresh optimizer.
         net.initialize_optimizer()
+        # A seed drawn from the fit's seeded stream, set after the net's own
+        # callbacks have run: the fine-tuning batches follow random_state.
+        seed = int(torch.randint(np.iinfo(np.int32).max, ()).item())
+        callbacks = [
+            *self._finetune_callbacks(),
+            ("finite_loss", FiniteLossCheck(type(self).__name__)),
+            ("seed", SeedFinetuning(seed)),
+        ]
         extra = []
-        for name, callback in self._finetune_callbacks():
+        for name, callback in callbacks:
             callback.initialize()
             extra.append((f"skcompress_{name}", callback))
         net.callbacks_.extend(extra)
@@ -366,7 +506,7 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
             fit = check_memory(self.memory).cache(_fit_clone)
             # fail before training, not after; a cached base was checked already
             if not is_compressor(estimator) and not _in_cache(fit, estimator, X, y):
-                self._check_net_accepts(clone(estimator).initialize(), X)
+                self._check_net_accepts(clone(estimator).initialize(), X, y)
             base = fit(estimator, X, y)
         return base, find_net(base)
 
@@ -378,11 +518,14 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
                 f"{type(self.estimator).__name__}."
             )
 
-    def _check_net_accepts(self, net, X):
-        """Run two samples through the net; wrap its error with our name."""
+    def _check_net_accepts(self, net, X, y=None):
+        """Run two samples through the net; wrap its error with our name.
+
+        For a classifier, also check that every label of ``y`` has an output.
+        """
         sample = _first_samples(X)
         try:
-            net.forward(sample, training=False)
+            out = net.forward(sample, training=False)
         except NotFittedError:
             raise
         except Exception as exc:
@@ -392,6 +535,14 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
                 f"{type(net.module_).__name__} cannot process X"
                 f"{'' if shape is None else f' of shape {tuple(shape)}'}: {exc}"
             ) from exc
+        if (isinstance(net, NeuralNetClassifier) and isinstance(out, torch.Tensor)
+                and out.ndim == 2 and isinstance(y, (np.ndarray, torch.Tensor))
+                and len(y) and int(y.max()) >= out.shape[1]):
+            raise ValueError(
+                f"{type(self).__name__}: y holds class label {int(y.max())}, but "
+                f"the net has {out.shape[1]} outputs; class labels must be "
+                f"0 .. {out.shape[1] - 1}."
+            )
 
     def _account(self, X):
         from ..accounting import model_report
@@ -465,6 +616,15 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
             pass
         tags.input_tags.three_d_array = True
         return tags
+
+
+def _innermost_estimator(estimator):
+    """The estimator at the end of a chain's ``estimator`` parameters."""
+    for _ in range(64):  # deeper is a cycle, not a chain
+        if not is_compressor(estimator):
+            break
+        estimator = estimator.estimator
+    return estimator
 
 
 def _dense_size_bytes(net):

@@ -1,5 +1,6 @@
 """The shared compressor behaviour (``BaseCompressor``), exercised through Pruner."""
 
+import copy
 import os
 import pickle
 
@@ -309,3 +310,130 @@ def test_regressor(data, state, assert_same_state):
     assert_same_state(before, net)
     with pytest.raises(AttributeError):
         pruner.classes_  # noqa: B018
+
+
+# ------------------------------------------------------ input validation
+def _assert_unfitted(compressor):
+    fitted = [name for name in vars(compressor) if name.endswith("_")]
+    assert fitted == [], fitted
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_non_finite_X_raises_naming_X_before_training(data, value, as_tensor):
+    X, y = data
+    X = X.copy()
+    X[7, 0, 3, 3] = value
+    if as_tensor:
+        X, y = torch.from_numpy(X), torch.from_numpy(y)
+    trained = []
+
+    class Spy(Callback):
+        def on_train_begin(self, net, **kwargs):
+            trained.append(True)
+
+    net = make_digits_net(callbacks=[Spy()], **TINY)
+    pruner = Pruner(net)
+    with pytest.raises(ValueError, match=r"Pruner: X contains NaN or infinity"):
+        pruner.fit(X, y)
+    assert trained == []  # checked before the base is trained
+    _assert_unfitted(pruner)
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (lambda y: np.array(["cat", "dog"])[y % 2], r"y holds class labels of dtype"),
+        (lambda y: y.astype(object), r"y holds class labels of dtype object"),
+        (lambda y: y + 0.5, r"y holds non-integral class labels"),
+        (lambda y: np.where(y == 3, np.nan, y), r"y holds non-integral class labels"),
+        (lambda y: y - 1, r"y holds negative class labels"),
+        (lambda y: y + 5, r"y holds class label 14, but the net has 10 outputs"),
+    ],
+)
+@pytest.mark.parametrize("prefit", [True, False])
+def test_labels_a_classifier_cannot_predict_raise_naming_y(
+    data, fitted_net, labels, match, prefit
+):
+    X, y = data
+    estimator = fitted_net if prefit else make_digits_net(**TINY)
+    pruner = Pruner(estimator, prefit=prefit, finetune_epochs=1)
+    with pytest.raises(ValueError, match=match) as info:
+        pruner.fit(X, labels(y))
+    assert "LabelEncoder" in str(info.value) or "outputs" in str(info.value)
+    _assert_unfitted(pruner)
+
+
+def test_integral_float_labels_work_like_integers(data, fitted_net):
+    X, y = data
+
+    def fit(labels):
+        return Pruner(fitted_net, prefit=True, finetune_epochs=1,
+                      random_state=0).fit(X, labels)
+
+    as_float, as_int = fit(y.astype(np.float64)), fit(y)
+    assert dumps(as_float) == dumps(as_int)
+    np.testing.assert_array_equal(as_float.predict(X), as_int.predict(X))
+    assert as_float.score(X, y.astype(np.float64)) == as_int.score(X, y)
+
+
+def test_non_finite_y_of_a_regressor_raises_naming_y(data):
+    X, y = data
+    target = y.astype(np.float32)[:, None]
+    target[5] = np.inf
+    net = NeuralNetRegressor(
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 1)), max_epochs=1,
+        train_split=None, verbose=0,
+    )
+    with pytest.raises(ValueError, match=r"Pruner: y contains NaN or infinity"):
+        Pruner(net).fit(X, target)
+
+
+def test_non_finite_loss_during_finetuning_raises_naming_the_step(
+    data, fitted_net, state, assert_same_state
+):
+    before = state(fitted_net)
+    # Adam's steps are about lr long: weights near 1e36 overflow the logits.
+    pruner = Pruner(fitted_net, prefit=True, finetune_epochs=2, finetune_lr=1e36)
+    with pytest.raises(FloatingPointError,
+                       match=r"Pruner: the training loss became nan during "
+                             r"fine-tuning \(epoch 1, batch \d+\)"):
+        pruner.fit(*data)
+    _assert_unfitted(pruner)  # no compression_ratio_ for a failed fit
+    assert_same_state(before, fitted_net)
+
+
+def test_non_finite_base_weights_raise_naming_the_base(data, fitted_net):
+    broken = copy.deepcopy(fitted_net)
+    with torch.no_grad():
+        broken.module_.conv1.weight[0, 0, 0, 0] = float("nan")
+    pruner = Pruner(broken, prefit=True, finetune_epochs=0)
+    with pytest.raises(FloatingPointError,
+                       match=r"Pruner: the base net gave NaN or infinite weights"
+                             r" in \['conv1.weight'\]"):
+        pruner.fit(*data)
+    _assert_unfitted(pruner)
+
+
+# ------------------------------------------------------------ random_state
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda net, seed: Pruner(net, random_state=seed),
+        lambda net, seed: Quantizer(net, bits=4, random_state=seed),
+        lambda net, seed: skcompress.Binarizer(net, random_state=seed),
+        lambda net, seed: skcompress.LowRankCompressor(net, random_state=seed),
+    ],
+    ids=["pruner-l1", "quantizer-kmeans", "binarizer", "lowrank"],
+)
+def test_random_state_seeds_the_finetuning(data, fitted_net, make):
+    """The net seeds its own training (``SeedTorch``); the compressor's
+    ``random_state`` still decides the fine-tuning batches."""
+
+    def fit(seed):
+        compressor = make(fitted_net, seed).set_params(prefit=True, finetune_epochs=1)
+        return dumps(compressor.fit(*data))
+
+    first = fit(1)
+    assert fit(1) == first
+    assert fit(2) != first

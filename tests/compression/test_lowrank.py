@@ -137,7 +137,8 @@ class Grouped(nn.Module):
 
 
 def test_grouped_convolutions_are_skipped(data):
-    net = NeuralNetClassifier(Grouped, max_epochs=1, train_split=None, verbose=0)
+    net = NeuralNetClassifier(Grouped, criterion=nn.CrossEntropyLoss, max_epochs=1,
+                              train_split=None, verbose=0)
     compressor = LowRankCompressor(net, rank=2, finetune_epochs=1).fit(*data)
     assert "groups=2" in compressor.skipped_layers_["grouped"]
     assert compressor.factorized_layers_["fc"] == 2
