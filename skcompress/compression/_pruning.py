@@ -12,6 +12,7 @@ The mechanics are split the torch-pruning way:
   (:func:`agp_schedule`).
 """
 
+import math
 import numbers
 import time
 import warnings
@@ -31,9 +32,12 @@ from ._constraints import (
 )
 
 __all__ = [
+    "FloorImportance",
     "Pruner",
     "agp_schedule",
+    "is_depthwise",
     "lamp_scores",
+    "min_kept_count",
     "split_epochs",
     "weight_importance",
     "weight_masks",
@@ -141,25 +145,96 @@ def _lowest_off(scores, n_off):
     return keep.view(scores.shape)
 
 
-def weight_masks(scores, sparsity, scope):
+def weight_masks(scores, sparsity, scope, min_kept=None):
     """Keep-masks with exactly ``round(sparsity * n)`` weights off.
 
     ``n`` counts each layer's weights (``scope="layer"``) or all of them
     (``scope="global"``), as :mod:`torch.nn.utils.prune` counts them, so the
     masks equal ``l1_unstructured`` / ``global_unstructured``'s.
+
+    ``min_kept`` (name -> count) keeps at least that many of a layer's
+    highest-scoring weights: the global ranking takes the weights it would
+    have removed there from the other layers, so the total stays exact unless
+    the floors leave too few weights to remove.
+
+    Examples
+    --------
+    >>> import torch
+    >>> scores = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([5.0, 6.0])}
+    >>> masks = weight_masks(scores, 0.5, "global", min_kept={"a": 1})
+    >>> masks["a"].tolist(), masks["b"].tolist()
+    ([False, True], [False, True])
     """
+    min_kept = min_kept or {}
     if scope == "layer":
         return {
-            name: _lowest_off(score, round(sparsity * score.numel()))
+            name: _lowest_off(
+                score,
+                min(round(sparsity * score.numel()),
+                    score.numel() - min_kept.get(name, 0)),
+            )
             for name, score in scores.items()
         }
-    flat = torch.cat([score.flatten() for score in scores.values()])
-    keep = _lowest_off(flat, round(sparsity * flat.numel()))
+    protected = []
+    for name, score in scores.items():
+        kept = min(min_kept.get(name, 0), score.numel())
+        if kept:
+            # the floor's weights rank last, whatever their score
+            score = score.flatten().clone()
+            score[torch.topk(score, kept).indices] = float("inf")
+        protected.append(score.flatten())
+    flat = torch.cat(protected)
+    n_floor = sum(min(min_kept.get(n, 0), s.numel()) for n, s in scores.items())
+    keep = _lowest_off(flat, min(round(sparsity * flat.numel()),
+                                 flat.numel() - n_floor))
     masks, start = {}, 0
     for name, score in scores.items():
         masks[name] = keep[start : start + score.numel()].view(score.shape)
         start += score.numel()
     return masks
+
+
+def min_kept_count(n, min_density, *, structural=False):
+    """Weights (or filters) a layer of ``n`` keeps at least.
+
+    ``max(1, ceil(min_density * n))``; with ``min_density=0`` unstructured
+    pruning may empty a layer (``0``), filter pruning never (a layer keeps one
+    filter, torch-pruning cannot remove the last).
+
+    Examples
+    --------
+    >>> min_kept_count(9, 0.01), min_kept_count(1000, 0.01), min_kept_count(9, 0)
+    (1, 10, 0)
+    """
+    if min_density == 0 and not structural:
+        return 0
+    return min(n, max(1, math.ceil(min_density * n)))
+
+
+def is_depthwise(layer):
+    """A depthwise convolution: one filter per input channel."""
+    return (isinstance(layer, nn.Conv2d) and layer.groups > 1
+            and layer.groups == layer.in_channels == layer.out_channels)
+
+
+class FloorImportance:
+    """A torch-pruning importance whose groups keep their ``floor`` most
+    important channels: those score ``+inf``, so a global threshold takes the
+    channels from the other groups instead of emptying a layer (which
+    torch-pruning would refuse silently, leaving the layer unpruned)."""
+
+    def __init__(self, importance, floors):
+        self.importance = importance
+        self.floors = floors  # root module -> channels kept at least
+
+    def __call__(self, group, **kwargs):
+        scores = self.importance(group, **kwargs)
+        kept = self.floors.get(group[0].dep.target.module, 0)
+        if scores is None or not kept:
+            return scores
+        scores = scores.clone()
+        scores[torch.topk(scores, min(kept, len(scores))).indices] = float("inf")
+        return scores
 
 
 def filter_importance(criterion):
@@ -220,13 +295,14 @@ class Pruner(BaseCompressor):
         of the chosen layers to remove.
     granularity : {"weight", "filter"}, default="weight"
     criterion : {"l1", "l2", "lamp", "random", "taylor", "bn_scale"}, \
-default="l1"
-        Importance: magnitude (L1 / L2 norm of each weight or filter), LAMP
-        (layer-adaptive magnitude, Lee et al. 2021: a weight's square over the
-        sum of the squares of the weights of its layer at least as large;
-        with ``scope="global"`` it sets how much of each layer goes, within a
-        layer it ranks like ``"l1"``; for filters torch-pruning's
-        ``LAMPImportance``), random,
+default="lamp"
+        Importance: LAMP (the default; layer-adaptive magnitude, Lee et al.
+        2021: a weight's square over the sum of the squares of the weights of
+        its layer at least as large; with ``scope="global"`` it sets how much
+        of each layer goes, so that no layer is wiped out by the scale of the
+        others, and within a layer it ranks like ``"l1"``; for filters
+        torch-pruning's ``LAMPImportance``), magnitude (L1 / L2 norm of each
+        weight or filter, one threshold for all layers), random,
         first-order Taylor ``|w * dL/dw|`` (gradients of the loss on up to 256
         training samples) or, for filters only, the scale of the following
         BatchNorm (groups without BatchNorm are left alone).
@@ -234,10 +310,21 @@ default="l1"
         Rank all chosen layers together, or reach ``sparsity`` in each layer.
     n_steps : int, default=1
         Prune / fine-tune rounds.
+    min_density : float in [0, 1), default=0.01
+        Every pruned layer keeps at least ``max(1, ceil(min_density * n))``
+        of its ``n`` weights (``"weight"``) or output channels (``"filter"``),
+        its most important ones; with ``scope="global"`` the rest of the
+        pruning is taken from the other layers, so ``sparsity_`` stays exact.
+        ``0`` lets unstructured pruning empty layers (with a warning naming
+        them); filter pruning always keeps one channel.
     layers : None, "all" or list of str, default=None
         Layers to prune (dotted names of Conv2d / Linear layers). ``None``:
-        all but the output layer. For filters these are the layers whose
-        output channels are removed; the next layer loses inputs regardless.
+        all but the output layer and, for ``"weight"``, but the depthwise
+        convolutions (one filter per channel, e.g. MobileNetV2's): they hold
+        few weights and removing some of each 3x3 filter's nine wrecks the
+        net. For filters these are the layers whose output channels are
+        removed (a depthwise convolution loses the channels of the layer
+        before it); the next layer loses inputs regardless.
     finetune_epochs : int, default=3
         Total epochs of fine-tuning, over all rounds.
     finetune_lr, prefit, memory, random_state
@@ -251,7 +338,14 @@ default="l1"
         Per pruned layer: fraction of zero weights (``"weight"``) or of removed
         output channels (``"filter"``).
     sparsity_ : float
-        The same over all pruned layers together.
+        The same over all pruned layers together; for ``"filter"``, over the
+        dependency groups (channels that must go together, e.g. the outputs
+        of the convolutions a residual sum adds, or a convolution's and its
+        depthwise successor's, count once). It equals ``sparsity`` up
+        to rounding: one weight, or one channel per pruned layer for
+        ``"filter"``. Where the floors of ``min_density`` (or torch-pruning's
+        dependency groups) leave less to remove, the fit warns and names the
+        layers that could not be pruned further.
     size_bytes_, original_size_bytes_, compression_ratio_, report_, fit_time_
         See :class:`~skcompress.compression.BaseCompressor`.
 
@@ -298,6 +392,7 @@ default="l1"
         ],
         "scope": [StrOptions({"global", "layer"})],
         "n_steps": [Interval(numbers.Integral, 1, None, closed="left")],
+        "min_density": [Interval(numbers.Real, 0, 1, closed="left")],
         "layers": [None, StrOptions({"all"}), list, tuple],
     }
 
@@ -307,9 +402,10 @@ default="l1"
         *,
         sparsity=0.5,
         granularity="weight",
-        criterion="l1",
+        criterion="lamp",
         scope="global",
         n_steps=1,
+        min_density=0.01,
         layers=None,
         finetune_epochs=3,
         finetune_lr=None,
@@ -330,6 +426,7 @@ default="l1"
         self.criterion = criterion
         self.scope = scope
         self.n_steps = n_steps
+        self.min_density = min_density
         self.layers = layers
 
     def _check_params(self, X, y):
@@ -346,15 +443,24 @@ default="l1"
         module = net.module_
         example = to_tensor(_first_samples(X), device=net.device)
         chosen = select_layers(module, self.layers, example_input=example)
+        if self.layers is None and self.granularity == "weight":
+            chosen = [(n, layer) for n, layer in chosen if not is_depthwise(layer)]
         channels = {name: _out_channels(layer) for name, layer in chosen}
 
         schedule = agp_schedule(self.sparsity, self.n_steps)
         epochs = split_epochs(self.finetune_epochs, self.n_steps)
         if self.granularity == "filter":
-            prune_step = self._filter_pruner(module, chosen, example, schedule)
+            prune_step, units = self._filter_pruner(module, chosen, example)
         else:
+            # the unit of pruning is a weight; each layer keeps its floor
+            units = {
+                name: (layer.weight.numel(),
+                       min_kept_count(layer.weight.numel(), self.min_density))
+                for name, layer in chosen
+            }
             generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
-            prune_step = self._weight_pruner(chosen, schedule, generator)
+            floors = {name: floor for name, (_, floor) in units.items()}
+            prune_step = self._weight_pruner(chosen, schedule, generator, floors)
 
         timings = {"compress": 0.0, "finetune": 0.0}
         for step in range(1, self.n_steps + 1):
@@ -367,32 +473,63 @@ default="l1"
             start = time.perf_counter()
             self._finetune(net, X, y, epochs[step - 1])
             timings["finetune"] += time.perf_counter() - start
-        return CompressionResult(net, self._sparsity(net.module_, channels), timings)
+        attributes = self._sparsity(net.module_, channels, units)
+        return CompressionResult(net, attributes, timings)
 
-    def _sparsity(self, module, channels):
-        """``layer_sparsity_`` and ``sparsity_`` of the pruned ``module``.
+    def _kept(self, layer):
+        if self.granularity == "weight":
+            return int((layer.weight != 0).sum())
+        return _out_channels(layer)
 
-        ``channels``: output channels of each pruned layer before pruning.
+    def _sparsity(self, module, channels, units):
+        """``layer_sparsity_`` and ``sparsity_`` of the pruned ``module``,
+        with a warning where a layer was emptied or ``sparsity_`` falls short.
+
+        ``channels``: output channels of each pruned layer before pruning;
+        ``units``: per unit of the pruning (a weight layer, or a filter
+        group's root layer), ``(count before pruning, floor)``.
         """
         modules = dict(module.named_modules())
         if self.granularity == "weight":
-            zeros = {n: int((modules[n].weight == 0).sum()) for n in channels}
             totals = {n: modules[n].weight.numel() for n in channels}
         else:
-            zeros = {n: channels[n] - _out_channels(modules[n]) for n in channels}
             totals = channels
-        return {
-            "layer_sparsity_": {n: zeros[n] / totals[n] for n in channels},
-            "sparsity_": sum(zeros.values()) / sum(totals.values()),
-        }
+        per_layer = {n: 1 - self._kept(modules[n]) / totals[n] for n in channels}
+        kept = {n: self._kept(modules[n]) for n in units}
+        total = sum(count for count, _ in units.values())
+        sparsity = 1 - sum(kept.values()) / total if total else 0.0
 
-    def _weight_pruner(self, chosen, schedule, generator):
+        owner = type(self).__name__
+        emptied = [n for n, fraction in per_layer.items() if fraction == 1.0]
+        if emptied:
+            warnings.warn(
+                f"{owner}(min_density=0) removed every weight of {emptied}: "
+                "their outputs no longer depend on their inputs. Use "
+                "min_density > 0 to keep some of each layer.",
+                UserWarning,
+                stacklevel=6,
+            )
+        # rounding: one weight or channel; anything more is reported
+        if total and sparsity < self.sparsity - 1 / total - 1e-12:
+            stuck = [n for n, (_, floor) in units.items() if kept[n] <= max(floor, 1)]
+            warnings.warn(
+                f"{owner} reached sparsity_={sparsity:.4f}, less than the "
+                f"requested sparsity={self.sparsity}: the layers {stuck} could "
+                "not be pruned further (each keeps at least max(1, ceil("
+                f"min_density * n)) of its {self.granularity}s, "
+                f"min_density={self.min_density}).",
+                UserWarning,
+                stacklevel=6,
+            )
+        return {"layer_sparsity_": per_layer, "sparsity_": sparsity}
+
+    def _weight_pruner(self, chosen, schedule, generator, floors):
         """A ``step(t)`` registering / tightening one Mask per layer."""
         constraints = {}
 
         def step(t):
             scores = weight_importance(chosen, self.criterion, generator=generator)
-            masks = weight_masks(scores, schedule[t], self.scope)
+            masks = weight_masks(scores, schedule[t], self.scope, floors)
             for name, layer in chosen:
                 if name in constraints:
                     constraints[name].mask.copy_(masks[name])
@@ -402,8 +539,16 @@ default="l1"
 
         return step
 
-    def _filter_pruner(self, module, chosen, example, schedule):
-        """A ``step(t)`` removing channels with torch-pruning's MetaPruner."""
+    def _filter_pruner(self, module, chosen, example):
+        """A ``step(t)`` removing channels with torch-pruning's MetaPruner, and
+        the units it prunes: per dependency group's root layer, its channels
+        and its floor.
+
+        torch-pruning ranks dependency groups (a layer with the layers that
+        must lose the same channels); it skips, silently, a group it would
+        empty. So every group keeps its floor (:class:`FloorImportance`), and
+        the ratios are capped where the floors leave less to remove.
+        """
         import torch_pruning as tp
 
         chosen_ids = {id(layer) for _, layer in chosen}
@@ -412,18 +557,45 @@ default="l1"
             for sub in module.modules()
             if isinstance(sub, (nn.Conv2d, nn.Linear)) and id(sub) not in chosen_ids
         ]
+        roots = (nn.Conv2d, nn.Linear)
+        graph = tp.DependencyGraph().build_dependency(module, example_inputs=example)
+        sizes = {}
+        for group in graph.get_all_groups(ignored_layers=ignored,
+                                          root_module_types=roots):
+            root = group[0].dep.target.module
+            sizes[root] = graph.get_out_channels(root)
+        floors = {
+            root: min_kept_count(n, self.min_density, structural=True)
+            for root, n in sizes.items()
+        }
+
+        def cap(n, kept):
+            # int(n * (1 - ratio)) channels stay: at least ``kept``
+            return max(0.0, 1 - (kept + 0.5) / n) if n else 0.0
+
+        ratios = {}
+        if self.scope == "global":
+            ratio = min(self.sparsity,
+                        cap(sum(sizes.values()), sum(floors.values())))
+        else:
+            ratio = self.sparsity
+            ratios = {root: cap(n, floors[root]) for root, n in sizes.items()
+                      if cap(n, floors[root]) < self.sparsity}
         pruner = tp.pruner.MetaPruner(
             module,
             example_inputs=example,
-            importance=filter_importance(self.criterion),
+            importance=FloorImportance(filter_importance(self.criterion), floors),
             global_pruning=self.scope == "global",
-            pruning_ratio=self.sparsity,
+            pruning_ratio=ratio,
+            pruning_ratio_dict=ratios or None,
             iterative_steps=self.n_steps,
-            iterative_pruning_ratio_scheduler=lambda ratio, steps: schedule,
+            iterative_pruning_ratio_scheduler=agp_schedule,
             ignored_layers=ignored,
+            root_module_types=list(roots),
         )
-
-        return lambda t: pruner.step()
+        names = {layer: name for name, layer in module.named_modules()}
+        units = {names[root]: (n, floors[root]) for root, n in sizes.items()}
+        return (lambda t: pruner.step()), units
 
 
 def _out_channels(layer):

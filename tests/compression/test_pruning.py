@@ -12,7 +12,9 @@ from skcompress.compression import Pruner
 from skcompress.compression._constraints import Mask, constraints_of
 from skcompress.compression._pruning import (
     agp_schedule,
+    is_depthwise,
     lamp_scores,
+    min_kept_count,
     split_epochs,
     weight_importance,
     weight_masks,
@@ -56,7 +58,8 @@ def test_sparsity_zero_reproduces_the_base(fitted_net, data, granularity):
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_weight_masks_equal_torch_prune(fitted_net, data, scope):
     """Reference: torch.nn.utils.prune's L1 masks for the same sparsity."""
-    pruner = prune_net(fitted_net, data, sparsity=0.7, scope=scope, finetune_epochs=0)
+    pruner = prune_net(fitted_net, data, sparsity=0.7, scope=scope, criterion="l1",
+                       finetune_epochs=0)
     reference = copy.deepcopy(fitted_net.module_)
     targets = [(reference.get_submodule(name), "weight") for name in PRUNED]
     if scope == "global":
@@ -136,7 +139,7 @@ def plain(module):
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_filter_pruning_gives_a_smaller_module(fitted_net, data, scope, tmp_path):
     pruner = prune_net(fitted_net, data, sparsity=0.5, granularity="filter",
-                       scope=scope, n_steps=2, finetune_epochs=2)
+                       criterion="l1", scope=scope, n_steps=2, finetune_epochs=2)
     base, small = fitted_net.module_, pruner.estimator_.module_
     assert plain(small) and type(small.conv1) is nn.Conv2d
     assert count_parameters(small) < 0.5 * count_parameters(base)
@@ -181,8 +184,8 @@ def test_filter_pruning_with_batchnorm_and_residual(data, criterion, tmp_path):
 def test_filter_pruning_of_a_constrained_net_bakes_and_warns(fitted_net, data):
     inner = prune_net(fitted_net, data, sparsity=0.5)
     with pytest.warns(UserWarning, match="bakes the constraints"):
-        outer = Pruner(inner, sparsity=0.25, granularity="filter", prefit=True,
-                       finetune_epochs=0).fit(*data)
+        outer = Pruner(inner, sparsity=0.25, granularity="filter", criterion="l1",
+                       prefit=True, finetune_epochs=0).fit(*data)
     small = outer.estimator_.module_
     assert plain(small)
     assert small.conv2.out_channels < inner.estimator_.module_.conv2.out_channels
@@ -241,3 +244,110 @@ def test_lamp_pruner_layer_scope_equals_l1_and_global_is_exact(fitted_net, data)
     assert all(0 < s < 1 for s in glob.layer_sparsity_.values())
     assert all(torch.equal(before[k], v)
                for k, v in fitted_net.module_.state_dict().items())
+
+
+# ------------------------------------------------- no layer is destroyed
+@pytest.fixture(scope="module")
+def mobilenet(data):
+    """A tiny MobileNetV2 (depthwise convs, inverted residuals) on the digits."""
+    from skcompress.models import make_mobilenet_net
+
+    torch.manual_seed(0)
+    net = make_mobilenet_net(max_epochs=2, module__width_mult=0.25,
+                             module__in_channels=1, module__num_classes=10)
+    return net.fit(*data)
+
+
+def prunable(module):
+    return [(name, sub) for name, sub in module.named_modules()
+            if isinstance(sub, (nn.Conv2d, nn.Linear))]
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_default_pruner_empties_no_layer_of_mobilenet(mobilenet, data, scope):
+    pruner = Pruner(mobilenet, sparsity=0.9, scope=scope, prefit=True,
+                    finetune_epochs=0).fit(*data)
+    assert pruner.sparsity_ == pytest.approx(0.9, abs=1e-4)
+    emptied = [name for name, sub in prunable(pruner.estimator_.module_)
+               if not sub.weight.any()]
+    assert emptied == []
+    # depthwise convs are left alone by default
+    depthwise = [name for name, sub in prunable(pruner.estimator_.module_)
+                 if is_depthwise(sub)]
+    assert depthwise and not set(depthwise) & set(pruner.layer_sparsity_)
+    assert all(not constraints_of(pruner.estimator_.module_.get_submodule(n))
+               for n in depthwise)
+
+
+def test_l1_global_would_empty_layers_the_default_keeps(mobilenet, data):
+    """The issue's failure: one magnitude threshold for all layers empties
+    layers; the floor of min_density keeps one weight of each, and says so."""
+    with pytest.warns(UserWarning, match=r"min_density=0\) removed every weight"):
+        bare = Pruner(mobilenet, sparsity=0.9, criterion="l1", min_density=0,
+                      prefit=True, finetune_epochs=0).fit(*data)
+    emptied = [n for n, s in bare.layer_sparsity_.items() if s == 1.0]
+    assert emptied
+    floored = Pruner(mobilenet, sparsity=0.9, criterion="l1", prefit=True,
+                     finetune_epochs=0).fit(*data)
+    assert floored.sparsity_ == pytest.approx(0.9, abs=1e-4)
+    assert max(floored.layer_sparsity_.values()) < 1.0
+
+
+def test_min_density_keeps_the_most_important_weights_of_each_layer(fitted_net, data):
+    pruner = prune_net(fitted_net, data, sparsity=0.9, criterion="l1",
+                       min_density=0.05, finetune_epochs=0)
+    assert pruner.sparsity_ == pytest.approx(0.9, abs=1e-3)
+    for name in PRUNED:
+        weight = fitted_net.module_.get_submodule(name).weight.detach()
+        kept = layer(pruner, name).weight != 0
+        assert int(kept.sum()) >= np.ceil(0.05 * weight.numel())
+        # the kept weights are the layer's largest
+        assert weight[kept].abs().min() >= weight[~kept].abs().max()
+
+
+@pytest.mark.parametrize("sparsity", [0.97, 0.99])
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_filter_pruning_at_high_sparsity_warns_naming_the_layers(
+    fitted_net, data, sparsity, scope
+):
+    """torch-pruning skips a layer it would empty, silently: at 0.97 the
+    digits net used to keep conv1 whole, at 0.99 both convs."""
+    with pytest.warns(UserWarning, match=r"less than the requested sparsity="
+                                         r"0\.9\d: the layers \[.*'conv1'.*\]"):
+        pruner = prune_net(fitted_net, data, sparsity=sparsity, scope=scope,
+                           granularity="filter", finetune_epochs=0)
+    small = pruner.estimator_.module_
+    # every layer pruned down to its floor of one channel
+    assert (small.conv1.out_channels, small.conv2.out_channels,
+            small.fc1.out_features) == (1, 1, 1)
+
+
+def test_filter_pruning_of_mobilenet_reaches_the_sparsity_or_warns(mobilenet, data):
+    pruner = Pruner(mobilenet, sparsity=0.9, granularity="filter", prefit=True,
+                    finetune_epochs=0).fit(*data)
+    assert pruner.sparsity_ == pytest.approx(0.9, abs=0.01)
+    assert all(sub.weight.shape[0] >= 1
+               for _, sub in prunable(pruner.estimator_.module_))
+    with pytest.warns(UserWarning, match="could not be pruned further"):
+        Pruner(mobilenet, sparsity=0.99, granularity="filter", prefit=True,
+               finetune_epochs=0).fit(*data)
+
+
+def test_min_density_zero_warns_when_a_layer_is_emptied(fitted_net, data):
+    with pytest.warns(UserWarning, match=r"removed every weight of \['conv1'"):
+        pruner = prune_net(fitted_net, data, sparsity=0.999, scope="layer",
+                           min_density=0, finetune_epochs=0)
+    assert pruner.layer_sparsity_["conv1"] == 1.0
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, "high"])
+def test_bad_min_density_raises_naming_it(fitted_net, data, value):
+    with pytest.raises((ValueError, TypeError), match="min_density"):
+        prune_net(fitted_net, data, min_density=value)
+
+
+def test_min_kept_count():
+    assert [min_kept_count(n, 0.01) for n in (1, 9, 100, 101)] == [1, 1, 1, 2]
+    assert min_kept_count(9, 0.0) == 0
+    assert min_kept_count(9, 0.0, structural=True) == 1
+    assert min_kept_count(4, 0.9) == 4
