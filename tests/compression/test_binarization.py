@@ -6,6 +6,7 @@ from torch import nn
 from skcompress.compression import Binarizer
 from skcompress.compression._binarization import Binarize, BinaryActivation
 from skcompress.compression._constraints import constraints_of
+from skcompress.compression._quantization import UniformQuantize
 from skcompress.compression._ste import straight_through
 from skcompress.io import dumps, load, save, tensor_storage_report
 
@@ -43,8 +44,28 @@ def test_weights_are_exactly_plus_minus_scale(binarized):
         scale = latent.abs().mean(dim=dims, keepdim=True)
         expected = torch.where(latent >= 0, scale, -scale)
         assert torch.equal(weight, expected)
-    for name in ("conv1", "fc2"):  # kept full precision by default
-        assert not constraints_of(getattr(module, name))
+    assert binarized.kept_layers_ == ["conv1", "fc2"]
+    for name in ("conv1", "fc2"):  # not binarized: 8-bit integers by default
+        (grid,) = constraints_of(getattr(module, name))
+        assert isinstance(grid, UniformQuantize) and grid.bits == 8
+
+
+def test_keep_bits_none_keeps_first_and_last_fp32_and_8_bits_is_smaller(
+        binarized, fitted_net, data):
+    X, y = data
+    fp32 = Binarizer(fitted_net, keep_bits=None, finetune_epochs=1, prefit=True,
+                     random_state=0).fit(X, y)
+    for name in fp32.kept_layers_:
+        assert not constraints_of(getattr(fp32.estimator_.module_, name))
+    report = binarized.report_
+    for name in binarized.kept_layers_:  # 8 bits + a scale per channel
+        layer = getattr(binarized.estimator_.module_, name)
+        n_out = layer.weight.shape[0]
+        assert report.loc[name, "stored_bytes"] <= (
+            layer.weight.numel() + 4 * n_out + 8 * n_out + 64)
+    assert binarized.size_bytes_ < fp32.size_bytes_
+    with pytest.raises(ValueError, match="keep_bits"):
+        Binarizer(fitted_net, keep_bits=1, prefit=True).fit(X, y)
 
 
 def test_latent_weights_stay_in_unit_interval(binarized):
