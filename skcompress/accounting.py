@@ -26,6 +26,7 @@ __all__ = [
     "measure_latency",
     "model_report",
     "onnx_latency",
+    "onnx_missing_note",
 ]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -271,6 +272,18 @@ def model_report(net_or_module, input_shape=None, *, latency=False,
     return report
 
 
+def onnx_missing_note():
+    """Why onnxruntime latencies cannot be measured here, or ``""``."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxruntime")
+               if importlib.util.find_spec(m) is None]
+    if not missing:
+        return ""
+    return (f"no onnxruntime latency: {' and '.join(missing)} not installed "
+            "(pip install 'skcompress[deploy]')")
+
+
 def onnx_latency(net_or_module, input_shape, batch_size=256, repeats=30, warmup=5,
                  n_threads=1):
     """onnxruntime CPU latency of a net's ONNX export, or NaN and why not.
@@ -289,17 +302,12 @@ def onnx_latency(net_or_module, input_shape, batch_size=256, repeats=30, warmup=
     note : str
         Empty, or why ``seconds`` is NaN.
     """
-    import importlib.util
     import os
     import tempfile
 
-    missing = [m for m in ("onnx", "onnxruntime")
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        return np.nan, (
-            f"no onnxruntime latency: {' and '.join(missing)} not installed "
-            "(pip install 'skcompress[deploy]')"
-        )
+    note = onnx_missing_note()
+    if note:
+        return np.nan, note
     from .export import export_onnx, measure_onnx_latency
 
     shape = _check_shape(input_shape)

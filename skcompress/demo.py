@@ -203,6 +203,52 @@ class _Progress:
             self.bar.close()
 
 
+class _OnnxTimer:
+    """onnxruntime latency of each candidate and of the base, side by side.
+
+    As :func:`skcompress.search.compare_to_base` does for PyTorch, the base
+    graph is timed again next to every candidate, so that the ratio does not
+    drift with the machine's load. Graphs are written to a temporary folder
+    and removed at once; without the ``deploy`` extra every value is NaN and
+    ``note`` says why.
+    """
+
+    def __init__(self, base, input_shape):
+        from .accounting import onnx_missing_note
+
+        self.shape = input_shape
+        self.note = onnx_missing_note()
+        self.available = not self.note
+        self.base = self._graph(base) if self.available else None
+
+    def _graph(self, fitted):
+        import tempfile
+
+        from .export import export_onnx
+
+        with tempfile.TemporaryDirectory(prefix="skcompress-demo-") as folder:
+            path = os.path.join(folder, "model.onnx")
+            export_onnx(fitted, path, self.shape)
+            with open(path, "rb") as fh:
+                return fh.read()
+
+    def _seconds(self, graph):
+        from .export import measure_onnx_latency
+
+        # batch 256, one thread, as measure_latency; fewer repeats keep the
+        # demo short (two graphs are timed per candidate)
+        return measure_onnx_latency(graph, self.shape, repeats=15, warmup=3,
+                                    fold_dequantize=True)
+
+    def measure(self, fitted):
+        """``(milliseconds, base seconds / fitted seconds)`` of ``fitted``."""
+        if not self.available:
+            return np.nan, np.nan
+        seconds = self._seconds(self._graph(fitted))
+        base = self._seconds(self.base)
+        return 1e3 * seconds, base / seconds
+
+
 @contextlib.contextmanager
 def _epoch_bar(net, enabled):
     """A progress bar over the epochs of ``net.fit`` on stderr, or nothing.
@@ -314,7 +360,6 @@ def _run(out, grid, quick, tolerance, random_state, base_params, progress, log):
     import torch
     from sklearn.model_selection import train_test_split
 
-    from .accounting import onnx_latency
     from .datasets import load_digits_images
     from .io import load, save
     from .models import make_digits_net
@@ -337,12 +382,11 @@ def _run(out, grid, quick, tolerance, random_state, base_params, progress, log):
     base_row = _base_row(base, Xte, yte)
     log(f"base CNN: test accuracy {base_row['accuracy']:.4f}, "
         f"trained in {base_time:.1f} s; {len(grid)} candidates to fit")
-    shape = tuple(Xte.shape[1:])
-    base_onnx, onnx_note = onnx_latency(base, shape)
-    if onnx_note:
-        log(f"{onnx_note}: the onnx ratio column is n/a")
-    base_row["onnx_latency_ms"] = 1e3 * base_onnx
-    base_row["onnx_latency_ratio"] = 1.0 if np.isfinite(base_onnx) else np.nan
+    onnx = _OnnxTimer(base, tuple(Xte.shape[1:]))
+    if onnx.note:
+        log(f"{onnx.note}: the onnx ratio column is n/a")
+    base_row["onnx_latency_ms"], _ = onnx.measure(base)
+    base_row["onnx_latency_ratio"] = 1.0 if onnx.available else np.nan
 
     rows, fitted = [base_row], [base]
     stages = {}
@@ -359,9 +403,8 @@ def _run(out, grid, quick, tolerance, random_state, base_params, progress, log):
             row.update(compare_to_base(compressor, base, Xte, yte))
             row["accuracy"] = row.pop("score")
             row["fit_s"] = elapsed
-            seconds = onnx_latency(compressor, shape)[0] if not onnx_note else np.nan
-            row["onnx_latency_ms"] = 1e3 * seconds
-            row["onnx_latency_ratio"] = base_onnx / seconds
+            row["onnx_latency_ms"], row["onnx_latency_ratio"] = onnx.measure(
+                compressor)
             rows.append(row)
             fitted.append(compressor)
             bar.done()
