@@ -27,6 +27,9 @@ _LAZY = {
     "save": "skcompress.io",
     "load": "skcompress.io",
     "FormatError": "skcompress.io",
+    # per-layer sensitivity analysis
+    "sensitivity": "skcompress._sensitivity",
+    "plot_sensitivity": "skcompress._sensitivity",
     # deployment (optional extra "deploy")
     "export_onnx": "skcompress.export",
     "measure_onnx_latency": "skcompress.export",
