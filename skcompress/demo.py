@@ -275,7 +275,8 @@ def _epoch_bar(net, enabled):
         yield
     finally:
         bar.close()
-        net.set_params(callbacks=original)
+        net.callbacks = original
+        net.initialize_callbacks()
 
 
 def run_demo(

@@ -132,3 +132,17 @@ def test_tradeoff_plot_labels_every_point_inside_the_axes(demo):
     entries = [t.get_text() for t in legend.get_texts()]
     assert entries[0] == " 0  base  uncompressed"
     assert len(entries) == len(frame) + 3  # + front, saved model, tolerance band
+
+
+def test_base_training_shows_its_epochs(capsys):
+    from skcompress.demo import _epoch_bar
+
+    X, y = load_digits_images()
+    net = make_digits_net(random_state=0, **{**TINY, "max_epochs": 2})
+    callbacks = net.callbacks
+    with _epoch_bar(net, enabled=True):
+        net.fit(X[:200], y[:200])
+    err = capsys.readouterr().err
+    assert "training the base CNN" in err and "2/2" in err and "loss" in err
+    assert net.callbacks is callbacks  # the trained net keeps its own callbacks
+    assert "epoch_bar" not in dict(net.callbacks_)
