@@ -349,11 +349,22 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         X : array-like
             Training input the net accepts (e.g. images ``(n, 1, 8, 8)``).
         y : array-like, default=None
-            Targets.
+            Targets; for a ``NeuralNetClassifier``, integer class indices
+            ``0 .. n_classes - 1`` (integral floats are converted).
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            ``X`` or ``y`` holds NaN or infinity, or ``y`` holds class labels
+            the classifier cannot predict (strings, fractions, negative
+            numbers, labels without an output); checked before any training.
+        FloatingPointError
+            The training loss or the weights became NaN or infinite (the
+            message names the step); no fitted attribute is set.
         """
         with worker_threads():
             return self._fit(X, y)
@@ -370,6 +381,10 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         base, base_net = self._fit_base(X, y, seed)
         timings = {"base": time.perf_counter() - start}
         self._check_finite_net(base_net, "the base net")
+        # Fitted nets hold no optimizer state (Adam's moments are two more
+        # copies of the weights; fine-tuning starts a fresh optimizer anyway).
+        # base_net is a copy (prefit) or a net fitted here: never the user's.
+        _drop_optimizer_state(base_net)
 
         net = copy.deepcopy(base_net)
         with _seeded(seed):
@@ -380,6 +395,7 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
             timings["compress_and_finetune"] = time.perf_counter() - start
         result.net.module_.eval()
         self._check_finite_net(result.net, "compression and fine-tuning")
+        _drop_optimizer_state(result.net)  # a later partial_fit starts afresh
 
         fitted = {"base_estimator_": base, "estimator_": result.net}
         if "original_size_bytes_" not in result.attributes:
@@ -616,6 +632,14 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
             pass
         tags.input_tags.three_d_array = True
         return tags
+
+
+def _drop_optimizer_state(net):
+    """Empty the state (e.g. Adam's moments) of every optimizer of ``net``."""
+    for name in getattr(net, "_optimizers", None) or ["optimizer"]:
+        optimizer = getattr(net, f"{name}_", None)
+        if isinstance(optimizer, torch.optim.Optimizer):
+            optimizer.state.clear()
 
 
 def _innermost_estimator(estimator):

@@ -437,3 +437,25 @@ def test_random_state_seeds_the_finetuning(data, fitted_net, make):
     first = fit(1)
     assert fit(1) == first
     assert fit(2) != first
+
+
+# ------------------------------------------------------------------ memory
+def _tensors(net):
+    return {t.data_ptr() for t in net.module_.state_dict().values() if t.numel()}
+
+
+@pytest.mark.parametrize("prefit", [True, False])
+def test_fitted_nets_hold_no_optimizer_state_and_share_nothing(
+    data, fitted_net, prefit
+):
+    assert fitted_net.optimizer_.state  # Adam's moments of the user's training
+    estimator = fitted_net if prefit else make_digits_net(**TINY)
+    pruner = Pruner(estimator, prefit=prefit, finetune_epochs=1).fit(*data)
+    for net in (pruner.estimator_, pruner.base_estimator_):
+        assert net.optimizer_.state == {}
+        assert not _tensors(net) & _tensors(fitted_net)
+    assert not _tensors(pruner.estimator_) & _tensors(pruner.base_estimator_)
+    assert fitted_net.optimizer_.state  # the user's net is left as it was
+    # a later partial_fit trains on with a fresh optimizer state
+    pruner.estimator_.partial_fit(*data, epochs=1)
+    assert pruner.estimator_.optimizer_.state
