@@ -343,9 +343,10 @@ def _add_demo(subparsers):
             "Pareto front of accuracy vs file size marked, and write into --out: "
             "results.csv, tradeoff.png, model.skc (the most compressed model "
             "within --tolerance points of the best accuracy, in the compact "
-            "format) and report.md. Takes about 5 minutes on 2 CPU cores; "
-            "--quick about 1 minute. An --out that cannot be written is reported "
-            "before training starts (exit status 1)."
+            "format) and report.md. Measured on a shared 2-core CPU machine "
+            "(load average about 4): 263 s, --quick 86 s; an idle machine is "
+            "faster. An --out that cannot be written is reported before "
+            "training starts (exit status 1)."
         ),
     )
     parser.add_argument(
@@ -357,7 +358,8 @@ def _add_demo(subparsers):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="one-minute version: one setting per technique, shorter training",
+        help="shorter version (86 s vs 263 s measured): one setting per "
+        "technique, shorter training",
     )
     parser.add_argument(
         "--techniques",

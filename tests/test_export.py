@@ -140,11 +140,13 @@ def test_layers_report_each_weight(exported, compressed):
     assert exported["uniform8"].layers == dict.fromkeys(
         ["conv1", "conv2", "fc1", "fc2"], "qdq-int8")
     assert set(exported["kmeans"].layers.values()) == {"dense"}
-    # the Binarizer keeps the first and last layers full precision
+    # the Binarizer's signs and the 8-bit integers of the layers it keeps
+    # (by default the first and the last, keep_bits=8) are all int8 codes
+    binarizer = compressed["binary"]
     binary = exported["binary"].layers
-    assert {name for name, f in binary.items() if f == "qdq-int8"} == set(
-        compressed["binary"].layers_)
-    assert binary["conv1"] == binary["fc2"] == "dense"
+    assert set(binarizer.kept_layers_) == {"conv1", "fc2"}
+    assert {name for name, f in binary.items() if f == "qdq-int8"} == {
+        *binarizer.layers_, *binarizer.kept_layers_}
 
 
 @pytest.mark.parametrize("name, bits", [("uniform8", 8), ("uniform4", 4),
