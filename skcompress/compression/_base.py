@@ -147,6 +147,8 @@ def _class_indices(y, owner):
         values = np.asarray(y)
     else:
         return y
+    if values.ndim != 1:  # e.g. class probabilities for CrossEntropyLoss
+        return y
     hint = (
         "skorch's NeuralNetClassifier trains on and predicts integer class "
         "indices 0 .. n_classes - 1. Encode the labels first, e.g. "

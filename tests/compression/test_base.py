@@ -459,3 +459,12 @@ def test_fitted_nets_hold_no_optimizer_state_and_share_nothing(
     # a later partial_fit trains on with a fresh optimizer state
     pruner.estimator_.partial_fit(*data, epochs=1)
     assert pruner.estimator_.optimizer_.state
+
+
+def test_class_probability_targets_pass_unchanged(data, fitted_net):
+    """2-d float targets are class probabilities for CrossEntropyLoss, not
+    labels: they are neither converted nor refused."""
+    X, y = data
+    soft = np.eye(10, dtype=np.float32)[y] * 0.9 + 0.01
+    pruner = Pruner(fitted_net, prefit=True, finetune_epochs=1).fit(X, soft)
+    assert pruner.predict(X).shape == y.shape and pruner.sparsity_ > 0
