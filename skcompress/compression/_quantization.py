@@ -16,7 +16,10 @@ from ._base import BaseCompressor
 from ._constraints import add_constraint, constraints_of, select_layers
 from ._ste import straight_through
 
-__all__ = ["Codebook", "Quantizer", "UniformQuantize"]
+__all__ = ["Codebook", "Quantizer", "UniformQuantize", "allocate_bits"]
+
+# Bit-widths bits="auto" chooses from (2 is the least a symmetric grid allows).
+AUTO_BITS = tuple(range(2, 9))
 
 
 class Codebook(nn.Module):
@@ -176,6 +179,77 @@ def uniform_grid(weight, bits, *, symmetric, per_channel):
     return scale.clone(), zero_point.to(torch.float32).clone(), qmin, qmax
 
 
+def allocate_bits(drops, n_weights, target_bits):
+    """Per-layer bit-widths whose weight-weighted mean is at most ``target_bits``.
+
+    Greedy: every layer starts at its highest bit-width; then, while the mean
+    bits per weight (weighted by ``n_weights``) exceeds ``target_bits``, the
+    layer whose next lower bit-width costs the least score drop per saved
+    bit (``(drop[b - 1] - drop[b]) / n_weights``) is lowered by one bit (ties:
+    the larger layer, then the first one). What the last step left of the
+    budget then goes, one bit at a time, to the layer that gains the most per
+    added bit, while it fits.
+
+    Parameters
+    ----------
+    drops : dict
+        Layer -> {bits: score drop with only that layer at those bits}.
+    n_weights : dict
+        Layer -> number of weights.
+    target_bits : float
+        Budget: mean bits per weight over the layers.
+
+    Returns
+    -------
+    dict
+        Layer -> bits.
+
+    Examples
+    --------
+    >>> drops = {"fragile": {2: 0.5, 3: 0.2, 4: 0.0},
+    ...          "robust": {2: 0.01, 3: 0.0, 4: 0.0}}
+    >>> allocate_bits(drops, {"fragile": 100, "robust": 100}, target_bits=3.0)
+    {'fragile': 4, 'robust': 2}
+    """
+    bits = {layer: max(by_bits) for layer, by_bits in drops.items()}
+    total = sum(n_weights[layer] for layer in bits)
+
+    def mean_bits():
+        return sum(n_weights[layer] * b for layer, b in bits.items()) / total
+
+    while mean_bits() > target_bits + 1e-9:
+        lowerable = [layer for layer, b in bits.items() if b - 1 in drops[layer]]
+        if not lowerable:
+            least = {layer: min(by_bits) for layer, by_bits in drops.items()}
+            raise ValueError(
+                f"target_bits={target_bits} is below the least bit-widths {least}."
+            )
+
+        def cost(layer):
+            b = bits[layer]
+            step = drops[layer][b - 1] - drops[layer][b]
+            return step / n_weights[layer], -n_weights[layer]
+
+        bits[min(lowerable, key=cost)] -= 1
+    # Lowering the largest layer may overshoot: spend what is left of the
+    # budget on the layers that gain the most per added bit.
+    while True:
+        room = target_bits * total - sum(n_weights[lay] * b for lay, b in bits.items())
+        raisable = [
+            layer for layer, b in bits.items()
+            if b + 1 in drops[layer] and n_weights[layer] <= room + 1e-9
+            and drops[layer][b + 1] < drops[layer][b]
+        ]
+        if not raisable:
+            return bits
+
+        def gain(layer):
+            b = bits[layer]
+            return (drops[layer][b] - drops[layer][b + 1]) / n_weights[layer]
+
+        bits[max(raisable, key=gain)] += 1
+
+
 class Quantizer(BaseCompressor):
     """Quantize a skorch net's weights: k-means weight sharing or integers.
 
@@ -201,9 +275,17 @@ class Quantizer(BaseCompressor):
     ----------
     estimator : skorch NeuralNet or compressor
         The net to quantize, or a compressor to chain after (e.g. a Pruner).
-    bits : int, default=4
+    bits : int or "auto", default=4
         Bits per weight, 1 to 8 (``2**bits`` centroids for k-means). Uniform
-        symmetric grids need ``bits >= 2``.
+        symmetric grids need ``bits >= 2``. ``"auto"``: mixed precision, a
+        bit-width in 2..8 per layer under the ``target_bits`` budget, chosen
+        on the training data only (:func:`allocate_bits` over the layers'
+        sensitivity, :func:`skcompress.sensitivity`, to the training log-loss
+        for a classifier, else to the net's score).
+    target_bits : float in [2, 8] or None, default=None
+        With ``bits="auto"`` (and only then): the most bits per weight on
+        average over the quantized layers, weighted by their numbers of
+        weights. Grid-searchable like any setting.
     method : {"kmeans", "uniform"}, default="kmeans"
     symmetric : bool, default=True
         Uniform only: zero point 0 and a grid symmetric around zero.
@@ -227,6 +309,8 @@ class Quantizer(BaseCompressor):
         The quantized net (constraints registered on the quantized layers).
     layers_ : list of str
         The quantized layers.
+    bits_ : dict
+        Layer -> bit-width (all ``bits`` unless ``bits="auto"``).
     base_estimator_, original_size_bytes_, size_bytes_, compression_ratio_, \
 report_, fit_time_ :
         See :class:`~skcompress.compression.BaseCompressor`.
@@ -265,7 +349,9 @@ report_, fit_time_ :
 
     _parameter_constraints = {
         **BaseCompressor._parameter_constraints,
-        "bits": [Interval(numbers.Integral, 1, 8, closed="both")],
+        "bits": [Interval(numbers.Integral, 1, 8, closed="both"),
+                 StrOptions({"auto"})],
+        "target_bits": [None, Interval(numbers.Real, 2, 8, closed="both")],
         "method": [StrOptions({"kmeans", "uniform"})],
         "symmetric": ["boolean"],
         "per_channel": ["boolean"],
@@ -277,6 +363,7 @@ report_, fit_time_ :
         estimator,
         *,
         bits=4,
+        target_bits=None,
         method="kmeans",
         symmetric=True,
         per_channel=True,
@@ -296,6 +383,7 @@ report_, fit_time_ :
             random_state=random_state,
         )
         self.bits = bits
+        self.target_bits = target_bits
         self.method = method
         self.symmetric = symmetric
         self.per_channel = per_channel
@@ -304,6 +392,13 @@ report_, fit_time_ :
     def _check_params(self, X, y):
         if isinstance(self.bits, bool):
             raise TypeError(f"bits must be an int in [1, 8], got {self.bits!r}.")
+        if self.bits == "auto":
+            if self.target_bits is None:
+                raise ValueError(
+                    "bits='auto' needs target_bits, the mean bits per weight "
+                    "(a float in [2, 8])."
+                )
+            return
         if self.method == "uniform" and self.symmetric and self.bits < 2:
             raise ValueError(
                 "bits=1 with method='uniform' and symmetric=True leaves a single "
@@ -314,33 +409,55 @@ report_, fit_time_ :
         module = net.module_
         layers = "all" if self.layers is None else self.layers
         chosen = select_layers(module, layers)
-        for _, layer in chosen:
+        if self.bits == "auto":
+            layer_bits = self._allocate(net, [name for name, _ in chosen], X, y, rng)
+        else:
+            layer_bits = {name: self.bits for name, _ in chosen}
+        for name, layer in chosen:
             weight = layer.weight.detach()  # effective: inner constraints applied
             if self.method == "kmeans":
                 centroids, indices = kmeans_codebook(
-                    weight, self.bits, rng.randint(np.iinfo(np.int32).max)
+                    weight, layer_bits[name], rng.randint(np.iinfo(np.int32).max)
                 )
                 bits = max(1, math.ceil(math.log2(max(len(centroids), 1))))
                 constraint = Codebook(
                     torch.from_numpy(centroids).to(weight.device),
                     torch.from_numpy(indices).to(weight.device),
-                    min(bits, self.bits),
+                    min(bits, layer_bits[name]),
                 )
             else:
                 scale, zero_point, qmin, qmax = uniform_grid(
                     weight,
-                    self.bits,
+                    layer_bits[name],
                     symmetric=self.symmetric,
                     per_channel=self.per_channel,
                 )
                 constraint = UniformQuantize(
                     scale.to(weight.device),
                     zero_point.to(weight.device),
-                    self.bits,
+                    layer_bits[name],
                     qmin,
                     qmax,
                 )
             add_constraint(layer, constraint, "weight")
+        return {"bits_": layer_bits}
+
+    def _allocate(self, net, names, X, y, rng):
+        """``bits="auto"``: each layer's bits from its sensitivity on ``X, y``."""
+        from sklearn.base import is_classifier
+
+        from .._sensitivity import sensitivity
+
+        template = type(self)(**{
+            **self.get_params(deep=False), "estimator": net, "prefit": True,
+            "bits": max(AUTO_BITS), "random_state": rng.randint(2**31 - 1),
+        })
+        scoring = "neg_log_loss" if is_classifier(net) else None
+        table = sensitivity(template, X, y, param="bits", values=list(AUTO_BITS),
+                            layers=names, scoring=scoring)
+        drops = {name: dict(zip(rows["value"], rows["drop"]))
+                 for name, rows in table.groupby("layer", sort=False)}
+        return allocate_bits(drops, table.attrs["n_weights"], self.target_bits)
 
     @property
     def layers_(self):

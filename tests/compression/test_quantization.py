@@ -3,6 +3,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.model_selection import GridSearchCV
 from torch import nn
@@ -12,6 +13,7 @@ from skcompress.compression._constraints import Mask, add_constraint, constraint
 from skcompress.compression._quantization import (
     Codebook,
     UniformQuantize,
+    allocate_bits,
     kmeans_codebook,
     uniform_grid,
 )
@@ -275,3 +277,93 @@ def test_grid_search_over_chain(data):
     assert len(search.cv_results_["params"]) == 6
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
     assert isinstance(search.best_estimator_.estimator_.module_.fc1, nn.Linear)
+
+
+# ----------------------------------------------- mixed precision: bits="auto"
+def _mean_bits(bits, n_weights):
+    return sum(n_weights[k] * b for k, b in bits.items()) / sum(n_weights.values())
+
+
+def test_allocate_bits_gives_the_fragile_layer_more_bits():
+    robust = {b: 0.0 if b >= 4 else 0.01 * (4 - b) for b in range(2, 9)}
+    fragile = {b: 0.0 if b >= 7 else 0.1 * (7 - b) for b in range(2, 9)}
+    n_weights = {"a": 1000, "b": 1000, "c": 100}
+    bits = allocate_bits({"a": robust, "b": fragile, "c": robust}, n_weights, 4.0)
+    # free steps first (a, c to 4, b to 7), then the cheapest per weight:
+    # a to 2 (0.01 per 1000 weights), then b to 6 (a tie with c, b is larger)
+    assert bits == {"a": 2, "b": 6, "c": 4}
+    assert _mean_bits(bits, n_weights) <= 4.0
+    drops = {"a": robust, "b": fragile}
+    assert allocate_bits(drops, n_weights, 8.0) == {"a": 8, "b": 8}
+    assert allocate_bits(drops, n_weights, 2.0) == {"a": 2, "b": 2}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A well-trained tiny net (~0.9 accuracy) and its 1000 training images."""
+    from skcompress.datasets import load_digits_images
+
+    X, y = load_digits_images()
+    torch.set_num_threads(1)
+    return tiny_net(max_epochs=10).fit(X[:1000], y[:1000]), X[:1000], y[:1000]
+
+
+def test_auto_bits_budget_holds_in_the_file(trained):
+    net, X, y = trained
+    q = Quantizer(net, bits="auto", target_bits=3.0, method="uniform",
+                  finetune_epochs=0, prefit=True, random_state=0).fit(X, y)
+    module = q.estimator_.module_
+    assert list(q.bits_) == q.layers_ == list(LAYERS)
+    assert set(q.bits_.values()) <= set(range(2, 9))
+    assert len(set(q.bits_.values())) > 1  # mixed precision
+    n_weights = {name: module.get_submodule(name).weight.numel() for name in LAYERS}
+    assert _mean_bits(q.bits_, n_weights) <= 3.0
+    for name in LAYERS:
+        grid = constraints_of(module.get_submodule(name))[-1]
+        assert grid.bits == q.bits_[name]
+        assert grid.qmax - grid.qmin + 1 <= 2 ** q.bits_[name]
+    # the file: the weights' integers within the budget, plus their scales
+    report = tensor_storage_report(module)
+    stored = sum(report[f"{name}.weight"]["stored_bytes"] for name in LAYERS)
+    channels = sum(module.get_submodule(name).weight.shape[0] for name in LAYERS)
+    assert stored <= 3.0 * sum(n_weights.values()) / 8 + 4 * channels + 8 * 4
+    assert q.score(X, y) > net.score(X, y) - 0.05
+
+
+def test_auto_bits_protects_an_artificially_fragile_layer(trained):
+    net, X, y = trained
+    fragile = copy.deepcopy(net)
+    with torch.no_grad():
+        # hidden unit 0 never fires, so fc2's huge weights on it change
+        # nothing, but they stretch every row's grid: fc2 needs many bits
+        fragile.module_.fc1.bias[0] = -1e3
+        fragile.module_.fc2.weight[:, 0] = 10 * net.module_.fc2.weight.abs().max()
+    params = dict(bits="auto", target_bits=3.0, method="uniform",
+                  finetune_epochs=0, prefit=True, random_state=0)
+    normal = Quantizer(net, **params).fit(X[:500], y[:500]).bits_
+    protected = Quantizer(fragile, **params).fit(X[:500], y[:500]).bits_
+    assert protected["fc2"] > normal["fc2"]
+    assert protected["fc2"] == max(protected.values())
+
+
+def test_auto_bits_is_grid_searchable(trained):
+    net, X, y = trained
+    template = Quantizer(net, bits="auto", method="uniform", layers=["fc1", "fc2"],
+                         finetune_epochs=0, prefit=True, random_state=0)
+    search = GridSearchCV(template, {"target_bits": [2.5, 6.0]}, cv=2).fit(
+        X[:300], y[:300])
+    assert len(search.cv_results_["params"]) == 2
+    best = search.best_estimator_
+    n_weights = {name: best.estimator_.module_.get_submodule(name).weight.numel()
+                 for name in best.bits_}
+    assert _mean_bits(best.bits_, n_weights) <= best.target_bits
+    assert clone(template).get_params()["bits"] == "auto"
+    assert not hasattr(template, "bits_")
+
+
+def test_auto_bits_needs_target_bits(trained):
+    net, X, y = trained
+    with pytest.raises(ValueError, match="target_bits"):
+        Quantizer(net, bits="auto", prefit=True).fit(X[:50], y[:50])
+    with pytest.raises(ValueError, match="target_bits"):
+        Quantizer(net, bits="auto", target_bits=1.5, prefit=True).fit(X[:50], y[:50])
