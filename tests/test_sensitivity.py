@@ -220,3 +220,16 @@ def test_public_names_are_the_functions():
     assert skcompress.sensitivity is sensitivity
     assert skcompress.plot_sensitivity is plot_sensitivity
     assert {"sensitivity", "plot_sensitivity"} <= set(skcompress.__all__)
+
+
+def test_chained_template_compresses_the_inner_compressors_net(net, split):
+    pruner = Pruner(net, sparsity=0.5, finetune_epochs=0, prefit=True).fit(*split[0])
+    recorder = Recorder()
+    table = sensitivity(Quantizer(pruner, method="uniform", prefit=True), *split[1],
+                        param="bits", values=[4], layers=["fc1"], scoring=recorder)
+    pruned, quantized = recorder.weights  # the base is the pruner's net
+    assert table.attrs["base_score"] == pytest.approx(pruner.score(*split[1]))
+    assert all(len(torch.unique(row)) <= 2**4 for row in quantized["fc1"])
+    assert (quantized["fc1"][pruned["fc1"] == 0] == 0).all()  # zeros stay zero
+    for name in ("conv1", "conv2", "fc2"):
+        assert torch.equal(quantized[name], pruned[name])
