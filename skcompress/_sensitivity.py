@@ -34,9 +34,16 @@ __all__ = ["plot_sensitivity", "sensitivity"]
 _SHARED = ("estimator", "layers", "finetune_epochs", "finetune_lr", "prefit",
            "memory", "random_state")
 
+# values=None: a sweep from mild to harsh for the usual settings.
+DEFAULT_VALUES = {
+    "sparsity": (0.25, 0.5, 0.75, 0.9),
+    "bits": (8, 6, 4, 3, 2),
+    "rank": (0.5, 0.25, 0.1),
+}
 
-def sensitivity(estimator, X, y, param="sparsity", values=(0.25, 0.5, 0.75, 0.9),
-                *, cv=None, layers=None, scoring=None, finetune_epochs=0):
+
+def sensitivity(estimator, X, y, param="sparsity", values=None, *, cv=None,
+                layers=None, scoring=None, finetune_epochs=0):
     """Score the net when only one layer is compressed, for every layer and value.
 
     For each chosen layer and each value of ``param``, a copy of the fitted
@@ -63,12 +70,14 @@ def sensitivity(estimator, X, y, param="sparsity", values=(0.25, 0.5, 0.75, 0.9)
     param : str, default="sparsity"
         The compressor's setting to vary (``"sparsity"``, ``"bits"``,
         ``"rank"``...).
-    values : sequence
+    values : sequence or None, default=None
         The values of ``param`` to try, each checked by the compressor's own
-        parameter constraints. For ``rank``, fractions of the full rank
-        (floats) compare layers of different sizes; an int above a layer's
-        full rank is an error, and a rank that would not save weights leaves
-        the layer dense (its score is then the base score).
+        parameter constraints. ``None``: ``DEFAULT_VALUES[param]`` (sparsity
+        0.25 to 0.9, bits 8 to 2, rank 0.5 to 0.1 of the full rank). For
+        ``rank``, fractions of the full rank (floats) compare layers of
+        different sizes; an int above a layer's full rank is an error, and a
+        rank that would not save weights leaves the layer dense (its score is
+        then the base score).
     cv : None, int, CV splitter or iterable, default=None
         ``None``: score on ``X, y``. Otherwise the scores and drops are
         averaged over the test folds, the base fitted on each training fold
@@ -124,8 +133,14 @@ def sensitivity(estimator, X, y, param="sparsity", values=(0.25, 0.5, 0.75, 0.9)
     >>> sorted(table.layer.unique())
     ['conv1', 'conv2', 'fc1', 'fc2']
     """
-    values = _check_values(values)
     _check_template(estimator, param)
+    if values is None:
+        if param not in DEFAULT_VALUES:
+            raise ValueError(
+                f"values=None has no default for param={param!r}; pass a list."
+            )
+        values = DEFAULT_VALUES[param]
+    values = _check_values(values)
     if (
         isinstance(finetune_epochs, bool)
         or not isinstance(finetune_epochs, numbers.Integral)

@@ -183,6 +183,7 @@ def test_user_estimator_is_not_modified(net, split):
         (dict(values=[0.5, 0.5]), "values"),
         (dict(layers=["conv1", "nope"]), "layers"),
         (dict(finetune_epochs=-1), "finetune_epochs"),
+        (dict(param="granularity"), "values"),  # no default sweep
     ],
 )
 def test_bad_arguments_raise_naming_them(kwargs, name, net, split):
@@ -233,3 +234,9 @@ def test_chained_template_compresses_the_inner_compressors_net(net, split):
     assert (quantized["fc1"][pruned["fc1"] == 0] == 0).all()  # zeros stay zero
     for name in ("conv1", "conv2", "fc2"):
         assert torch.equal(quantized[name], pruned[name])
+
+
+def test_default_values_follow_param(net, split):
+    table = sensitivity(Quantizer(net, method="uniform", prefit=True), *split[1],
+                        param="bits", layers=["fc2"])
+    assert table.value.tolist() == [8, 6, 4, 3, 2]
