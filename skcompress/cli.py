@@ -465,10 +465,17 @@ def _add_compress(subparsers):
             "after, and save the result in the compact format. Settings are "
             "the compressor's parameters, as repeated --set key=value (values "
             "parsed as int, float, true/false, none or string) and validated "
-            "before anything runs; e.g. 'skcompress compress --model net.skc "
+            "before anything runs (those that depend on the net, such as a "
+            "rank above a layer's, when the compressor is fitted; both exit "
+            "with status 2); e.g. 'skcompress compress --model net.skc "
             "--technique pruner --set sparsity=0.9 --set n_steps=3 --output "
-            "pruned.skc'. A bad technique or setting exits with status 2, an "
-            "unreadable model or data file with status 1."
+            "pruned.skc'. The model is an uncompressed net saved with "
+            "skcompress.save(net, 'net.skc') after net.fit(X, y) (see the "
+            "README); skcompress demo's model.skc is already compressed, and a "
+            "warning says so when the output is not smaller than the input. "
+            "--onnx PATH also exports the result (deploy extra). A bad "
+            "technique or setting exits with status 2, an unreadable model or "
+            "data file with status 1."
         ),
     )
     parser.add_argument(
