@@ -423,8 +423,11 @@ def test_non_finite_base_weights_raise_naming_the_base(data, fitted_net):
         lambda net, seed: Quantizer(net, bits=4, random_state=seed),
         lambda net, seed: skcompress.Binarizer(net, random_state=seed),
         lambda net, seed: skcompress.LowRankCompressor(net, random_state=seed),
+        lambda net, seed: Pruner(net, granularity="filter", random_state=seed),
+        lambda net, seed: skcompress.Compactor(net, random_state=seed),
     ],
-    ids=["pruner-l1", "quantizer-kmeans", "binarizer", "lowrank"],
+    ids=["pruner-l1", "quantizer-kmeans", "binarizer", "lowrank", "pruner-filter",
+         "compactor"],
 )
 def test_random_state_seeds_the_finetuning(data, fitted_net, make):
     """The net seeds its own training (``SeedTorch``); the compressor's
@@ -468,3 +471,16 @@ def test_class_probability_targets_pass_unchanged(data, fitted_net):
     soft = np.eye(10, dtype=np.float32)[y] * 0.9 + 0.01
     pruner = Pruner(fitted_net, prefit=True, finetune_epochs=1).fit(X, soft)
     assert pruner.predict(X).shape == y.shape and pruner.sparsity_ > 0
+
+
+def test_random_state_seeds_the_distillers_student(data, fitted_net):
+    def fit(seed):
+        student = make_digits_net(max_epochs=1, **{k: v for k, v in TINY.items()
+                                                   if k != "max_epochs"})
+        return dumps(skcompress.Distiller(student, teacher=fitted_net,
+                                          finetune_epochs=1,
+                                          random_state=seed).fit(*data))
+
+    first = fit(1)
+    assert fit(1) == first
+    assert fit(2) != first
