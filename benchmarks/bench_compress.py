@@ -48,7 +48,9 @@ from skcompress.io import dumps  # noqa: E402
 PRUNED_LAYERS = ("conv1", "conv2", "fc1")  # all but the output layer
 FINETUNE = dict(finetune_epochs=4, finetune_lr=1e-3)
 # Masks tolerate less: a gentler rate, three AGP rounds of one epoch each.
-WEIGHT_FINETUNE = dict(finetune_epochs=3, finetune_lr=5e-4, n_steps=3)
+# Global L1 masks, as torch.nn.utils.prune's below (Pruner's default is LAMP).
+WEIGHT_FINETUNE = dict(finetune_epochs=3, finetune_lr=5e-4, n_steps=3,
+                       criterion="l1")
 
 
 def _run(technique, setting, compressor, seed, base, data):

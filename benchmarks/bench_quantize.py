@@ -44,7 +44,8 @@ QUANTIZE = dict(finetune_epochs=1, finetune_lr=5e-4)
 BINARIZE = dict(finetune_epochs=3, finetune_lr=1e-3)
 # The chain: bench_compress's tuned weight pruning (three AGP rounds of one
 # epoch at a gentle rate), then two epochs of codebook fine-tuning.
-PRUNE = dict(finetune_epochs=3, finetune_lr=5e-4, n_steps=3)
+# Magnitude (L1) masks, as in Han et al. and bench_compress.
+PRUNE = dict(finetune_epochs=3, finetune_lr=5e-4, n_steps=3, criterion="l1")
 CHAIN_QUANTIZE = dict(finetune_epochs=2, finetune_lr=5e-4)
 
 
