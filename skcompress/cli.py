@@ -710,8 +710,11 @@ def _run_compress(args):
         f"{len(Xtr)} samples of {source}...",
         file=sys.stderr,
     )
+    from skcompress.demo import finetune_bar
+
     try:
-        compressor.fit(Xtr, ytr)
+        with finetune_bar(net, enabled=sys.stderr.isatty()):
+            compressor.fit(Xtr, ytr)
     except (ValueError, TypeError) as exc:
         if _names_a_setting(exc, params):
             raise UsageError(f"--set: {exc}") from None

@@ -249,6 +249,23 @@ class _OnnxTimer:
         return 1e3 * seconds, base / seconds
 
 
+def _epoch_callback(bar):
+    """A skorch callback that advances ``bar`` after every epoch.
+
+    The bar is reached through the closure, not stored on the callback, so
+    that nets holding it can still be deep-copied (compressors copy their
+    prefit net).
+    """
+    from skorch.callbacks import Callback
+
+    class EpochBar(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            bar.update()
+            bar.set_postfix_str(f"loss {net.history[-1, 'train_loss']:.3f}")
+
+    return EpochBar()
+
+
 @contextlib.contextmanager
 def _epoch_bar(net, enabled):
     """A progress bar over the epochs of ``net.fit`` on stderr, or nothing.
@@ -259,24 +276,43 @@ def _epoch_bar(net, enabled):
     if not enabled:
         yield
         return
-    from skorch.callbacks import Callback
     from tqdm.auto import tqdm
-
-    class EpochBar(Callback):
-        def on_epoch_end(self, net, **kwargs):
-            bar.update()
-            bar.set_postfix_str(f"loss {net.history[-1, 'train_loss']:.3f}")
 
     original = net.callbacks
     bar = tqdm(total=net.max_epochs, desc="training the base CNN", unit="epoch",
                file=sys.stderr, dynamic_ncols=True)
-    net.set_params(callbacks=[*(original or []), ("epoch_bar", EpochBar())])
+    net.set_params(callbacks=[*(original or []), ("epoch_bar", _epoch_callback(bar))])
     try:
         yield
     finally:
         bar.close()
         net.callbacks = original
         net.initialize_callbacks()
+
+
+@contextlib.contextmanager
+def finetune_bar(net, enabled, desc="fine-tuning"):
+    """A progress bar over the fine-tuning epochs of a compressor on ``net``.
+
+    ``net`` is an initialized (prefit) skorch net about to be handed to a
+    compressor: the callback joins its ``callbacks_``, which the compressor's
+    copy keeps while it fine-tunes (skorch's ``partial_fit``); it is removed
+    from ``net`` afterwards. The number of epochs is not known in advance
+    (rounds, chains): the bar counts them.
+    """
+    if not enabled:
+        yield
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit="epoch", file=sys.stderr)
+    entry = ("skcompress_epoch_bar", _epoch_callback(bar))
+    net.callbacks_.append(entry)
+    try:
+        yield
+    finally:
+        bar.close()
+        net.callbacks_.remove(entry)
 
 
 def run_demo(

@@ -474,3 +474,19 @@ def test_compress_onnx_path_checked_before_work(saved_net, tmp_path, capsys):
     assert status == 1
     assert "--onnx folder" in _error_line(capsys)
     assert not (tmp_path / "o.skc").exists()
+
+
+def test_compress_shows_fine_tuning_epochs_on_a_terminal(saved_net, tmp_path,
+                                                         monkeypatch, capsys):
+    argv = ["--technique", "pruner", "--set", "sparsity=0.8", "--set",
+            "finetune_epochs=2", "--set", "n_steps=1"]
+    assert main(_compress_argv(saved_net, tmp_path, *argv)) == 0
+    plain = (tmp_path / "o.skc").read_bytes()
+    assert "fine-tuning:" not in capsys.readouterr().err  # not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    (tmp_path / "o.skc").unlink()
+    assert main(_compress_argv(saved_net, tmp_path, *argv)) == 0
+    err = capsys.readouterr().err
+    assert "fine-tuning: " in err and "2epoch" in err and "loss" in err
+    # the bar changes nothing in the result
+    assert (tmp_path / "o.skc").read_bytes() == plain
