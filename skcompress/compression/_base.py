@@ -563,10 +563,13 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
             )
 
     def _account(self, X):
+        # One encoding per fit (docs/format.md): the file's size, the
+        # per-layer stored bytes of report_ and a later save all use it.
         from ..accounting import model_report
-        from ..io import dumps
+        from ..io import encode_net
 
-        self.size_bytes_ = len(dumps(self))
+        self.encoded_ = encode_net(self)
+        self.size_bytes_ = self.encoded_.size_bytes
         self.compression_ratio_ = self.original_size_bytes_ / self.size_bytes_
         self.report_ = model_report(self, input_shape=_input_shape(X))
 
