@@ -7,6 +7,7 @@ form, which is what :func:`skcompress.io.save` stores and what runs after
 :func:`skcompress.io.load`.
 """
 
+import numbers
 import statistics
 import time
 
@@ -40,16 +41,31 @@ def _as_module(obj):
 
 
 def _check_shape(input_shape):
+    """``input_shape`` as a tuple of positive ints, or None."""
     if input_shape is None:
         return None
-    try:
-        shape = tuple(int(d) for d in input_shape)
-    except TypeError:
-        raise TypeError(
-            f"input_shape must be a tuple of ints, got {input_shape!r}."
-        ) from None
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__"):
+        raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}.")
+    shape = tuple(input_shape)
+    if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool)
+               for d in shape):
+        raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}.")
     if not shape or any(d <= 0 for d in shape):
         raise ValueError(f"input_shape must hold positive ints, got {input_shape!r}.")
+    return tuple(int(d) for d in shape)
+
+
+def _check_timing(input_shape, batch_size, repeats, warmup, n_threads):
+    """The shape of one sample, after checking every timing argument."""
+    shape = _check_shape(input_shape)
+    if shape is None:
+        raise ValueError("input_shape is required to measure latency.")
+    for name, value in (("batch_size", batch_size), ("repeats", repeats),
+                        ("n_threads", n_threads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative int, got {warmup!r}.")
     return shape
 
 
@@ -342,15 +358,7 @@ def measure_latency(net_or_module, input_shape, batch_size=256, repeats=30,
     >>> measure_latency(torch.nn.Linear(8, 2), (8,), repeats=3, warmup=1) > 0
     True
     """
-    shape = _check_shape(input_shape)
-    if shape is None:
-        raise ValueError("input_shape is required to measure latency.")
-    for name, value in (("batch_size", batch_size), ("repeats", repeats),
-                        ("n_threads", n_threads)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    if not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be a non-negative int, got {warmup!r}.")
+    shape = _check_timing(input_shape, batch_size, repeats, warmup, n_threads)
     module = bake(_as_module(net_or_module)).cpu().eval()
     X = torch.zeros((batch_size, *shape))
     times = []

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ._nets import find_net
-from .accounting import _forward, _infer_input_shape
+from .accounting import _check_shape, _check_timing, _forward, _infer_input_shape
 
 __all__ = ["OnnxExport", "export_onnx", "measure_onnx_latency"]
 
@@ -150,21 +150,6 @@ def _check_path(path):
     if not os.path.isdir(folder):
         raise ValueError(f"path's folder {folder!r} does not exist.")
     return path
-
-
-def _check_shape(input_shape):
-    """``input_shape`` as a tuple of positive ints, or None."""
-    if input_shape is None:
-        return None
-    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__"):
-        raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}.")
-    shape = tuple(input_shape)
-    if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool)
-               for d in shape):
-        raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}.")
-    if not shape or any(d <= 0 for d in shape):
-        raise ValueError(f"input_shape must hold positive ints, got {input_shape!r}.")
-    return tuple(int(d) for d in shape)
 
 
 def _check_opset(opset):
@@ -522,15 +507,7 @@ def measure_onnx_latency(path_or_model, input_shape, batch_size=256, repeats=30,
     >>> seconds > 0
     True
     """
-    shape = _check_shape(input_shape)
-    if shape is None:
-        raise ValueError("input_shape is required to measure latency.")
-    for name, value in (("batch_size", batch_size), ("repeats", repeats),
-                        ("n_threads", n_threads)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be a non-negative int, got {warmup!r}.")
+    shape = _check_timing(input_shape, batch_size, repeats, warmup, n_threads)
     if not isinstance(fold_dequantize, (bool, np.bool_)):
         raise TypeError(f"fold_dequantize must be a bool, got {fold_dequantize!r}.")
     source = _session_source(path_or_model)
