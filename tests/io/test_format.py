@@ -9,7 +9,7 @@ from skorch import NeuralNetRegressor
 from torch import nn
 from torch.nn.utils import parametrize
 
-from skcompress.compression._constraints import Mask as LibraryMask
+from skcompress.compression._constraints import Mask
 from skcompress.compression._quantization import Codebook
 from skcompress.datasets import load_digits_images
 from skcompress.io import (
@@ -26,18 +26,6 @@ from skcompress.io import (
 from skcompress.models import make_digits_net
 
 DENSE_BYTES = 4 * 151_306  # DigitsCNN parameters, float32
-
-
-class Mask(nn.Module):
-    def __init__(self, mask):
-        super().__init__()
-        self.register_buffer("mask", mask)
-
-    def forward(self, weight):
-        return weight * self.mask
-
-    def encoding_hint(self):
-        return {"kind": "sparse"}
 
 
 class UniformQuant(nn.Module):
@@ -223,7 +211,7 @@ def test_mask_then_codebook_is_sparse_with_indices(trained, data):
         centroids = torch.linspace(-0.2, 0.2, 16)
         indices = torch.bucketize(w, centroids).clamp(max=15)
         indices[~keep] = -1
-        parametrize.register_parametrization(layer, "weight", LibraryMask(keep),
+        parametrize.register_parametrization(layer, "weight", Mask(keep),
                                              unsafe=True)
         parametrize.register_parametrization(layer, "weight",
                                              Codebook(centroids, indices, 4),
