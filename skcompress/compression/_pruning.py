@@ -35,6 +35,7 @@ __all__ = [
     "FloorImportance",
     "Pruner",
     "agp_schedule",
+    "allocate_sparsity",
     "is_depthwise",
     "lamp_scores",
     "min_kept_count",
@@ -44,6 +45,9 @@ __all__ = [
 ]
 
 _GRADIENT_SAMPLES = 256
+
+# allocation="sensitivity": the sparsities each layer is measured at, alone
+SENSITIVITY_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 def agp_schedule(sparsity, n_steps):
@@ -269,6 +273,98 @@ def accumulate_gradients(net, X, y, n_samples=_GRADIENT_SAMPLES):
         module.train(was_training)
 
 
+# ------------------------------------------------------------- allocation
+def _lower_hull(points):
+    """Lower convex hull of ``(x, y)`` points sorted by ``x`` (distinct)."""
+    hull = []
+    for point in points:
+        while len(hull) >= 2:
+            (x0, y0), (x1, y1) = hull[-2], hull[-1]
+            # drop the middle point when it lies on or above the chord
+            if (y1 - y0) * (point[0] - x0) >= (point[1] - y0) * (x1 - x0):
+                hull.pop()
+            else:
+                break
+        hull.append(point)
+    return hull
+
+
+def allocate_sparsity(drops, n_weights, sparsity, *, floors=None, zeros=None):
+    """Weights to remove per layer: exactly ``round(sparsity * N)`` in all,
+    the least total score drop.
+
+    Each layer's drop as a function of the weights it loses is read from
+    ``drops`` (measured with that layer alone pruned, by
+    :func:`skcompress.sensitivity`), starting from no drop at the weights it
+    has lost already (``zeros``), linear between measured points and
+    extended, past the last one, by its last slope up to the layer's floor.
+    On the lower convex hull of each curve, the segments are taken cheapest
+    drop per removed weight first, whatever their layer, the last one only
+    in part, so that the counts add up exactly (the optimum when the curves
+    are convex, Lagrangian-style water filling otherwise).
+
+    Parameters
+    ----------
+    drops : dict
+        Layer -> {sparsity: score drop with only that layer pruned to it}.
+    n_weights : dict
+        Layer -> number of weights.
+    sparsity : float
+        Fraction of all the layers' weights to remove.
+    floors : dict, optional
+        Layer -> weights it keeps at least (``min_kept_count``).
+    zeros : dict, optional
+        Layer -> weights already zero (an inner pruner's): they stay off.
+
+    Returns
+    -------
+    dict
+        Layer -> number of weights to remove. Their sum is
+        ``round(sparsity * N)``, or every layer at its floor when the floors
+        leave less to remove.
+
+    Examples
+    --------
+    >>> drops = {"fragile": {0.5: 0.4, 0.9: 0.9}, "robust": {0.5: 0.0, 0.9: 0.1}}
+    >>> allocate_sparsity(drops, {"fragile": 100, "robust": 100}, 0.6)
+    {'fragile': 20, 'robust': 100}
+    """
+    floors = floors or {}
+    zeros = zeros or {}
+    segments = []
+    counts = {}
+    for order, (layer, by_value) in enumerate(drops.items()):
+        n = n_weights[layer]
+        top = n - min(floors.get(layer, 0), n)
+        start = min(zeros.get(layer, 0), top)
+        counts[layer] = start
+        points = {start: 0.0}
+        for value, drop in sorted(by_value.items()):
+            count = min(round(value * n), top)
+            if count > start and count not in points:
+                points[count] = float(drop)
+        points = sorted(points.items())
+        if points[-1][0] < top:  # extend by the last slope, never downwards
+            (x0, y0), (x1, y1) = points[-2] if len(points) > 1 else points[-1], \
+                points[-1]
+            slope = max((y1 - y0) / (x1 - x0), 0.0) if x1 > x0 else 0.0
+            points.append((top, y1 + slope * (top - x1)))
+        hull = _lower_hull(points)
+        for (x0, y0), (x1, y1) in zip(hull, hull[1:]):
+            segments.append(((y1 - y0) / (x1 - x0), order, x0, layer, x1 - x0))
+    total = sum(n_weights[layer] for layer in drops)
+    left = round(sparsity * total) - sum(counts.values())
+    # cheapest first; within a layer the hull's slopes increase, and ties
+    # keep each layer's segments in order (by their start)
+    for _, _, _, layer, width in sorted(segments):
+        if left <= 0:
+            break
+        take = min(width, left)
+        counts[layer] += take
+        left -= take
+    return counts
+
+
 # ---------------------------------------------------------------- estimator
 class Pruner(BaseCompressor):
     """Prune a skorch net's weights or filters, then fine-tune.
@@ -308,6 +404,21 @@ default="lamp"
         BatchNorm (groups without BatchNorm are left alone).
     scope : {"global", "layer"}, default="global"
         Rank all chosen layers together, or reach ``sparsity`` in each layer.
+        Not used with ``allocation="sensitivity"``.
+    allocation : {"criterion", "sensitivity"}, default="criterion"
+        How much of each layer goes. ``"criterion"``: as ``scope`` and
+        ``criterion`` rank the weights (with the default global LAMP, the
+        scores set it). ``"sensitivity"`` (``granularity="weight"`` only):
+        per-layer sparsities chosen on the training data ``X, y`` of ``fit``
+        alone. Each layer is pruned alone, without fine-tuning, at the
+        sparsities of ``SENSITIVITY_SPARSITIES`` (:func:`skcompress.sensitivity`,
+        scored by the training log-loss for a classifier, else by the net's
+        score), and :func:`allocate_sparsity` removes exactly
+        ``round(sparsity * n)`` weights in all where they cost the least, so
+        fragile layers keep more; ``criterion`` ranks the weights within
+        each layer, and the rounds of ``n_steps`` scale every layer's share
+        along the schedule. Costs one prediction on ``X`` per layer and
+        measured sparsity.
     n_steps : int, default=1
         Prune / fine-tune rounds.
     min_density : float in [0, 1), default=0.01
@@ -336,7 +447,8 @@ default="lamp"
         The pruned, fine-tuned net.
     layer_sparsity_ : dict
         Per pruned layer: fraction of zero weights (``"weight"``) or of removed
-        output channels (``"filter"``).
+        output channels (``"filter"``). With ``allocation="sensitivity"``,
+        the allocated sparsities.
     sparsity_ : float
         The same over all pruned layers together; for ``"filter"``, over the
         dependency groups (channels that must go together, e.g. the outputs
@@ -391,6 +503,7 @@ default="lamp"
             StrOptions({"l1", "l2", "lamp", "random", "taylor", "bn_scale"})
         ],
         "scope": [StrOptions({"global", "layer"})],
+        "allocation": [StrOptions({"criterion", "sensitivity"})],
         "n_steps": [Interval(numbers.Integral, 1, None, closed="left")],
         "min_density": [Interval(numbers.Real, 0, 1, closed="left")],
         "layers": [None, StrOptions({"all"}), list, tuple],
@@ -404,6 +517,7 @@ default="lamp"
         granularity="weight",
         criterion="lamp",
         scope="global",
+        allocation="criterion",
         n_steps=1,
         min_density=0.01,
         layers=None,
@@ -425,6 +539,7 @@ default="lamp"
         self.granularity = granularity
         self.criterion = criterion
         self.scope = scope
+        self.allocation = allocation
         self.n_steps = n_steps
         self.min_density = min_density
         self.layers = layers
@@ -435,6 +550,12 @@ default="lamp"
                 "criterion='bn_scale' scores whole channels; use it with "
                 "granularity='filter', or pick criterion from 'l1', 'l2', "
                 "'lamp', 'random', 'taylor'."
+            )
+        if self.allocation == "sensitivity" and self.granularity == "filter":
+            raise ValueError(
+                "allocation='sensitivity' allocates weights, not filters: use "
+                "it with granularity='weight', or allocation='criterion' with "
+                "granularity='filter'."
             )
 
     def _compress_and_finetune(self, net, X, y, rng):
@@ -449,6 +570,7 @@ default="lamp"
 
         schedule = agp_schedule(self.sparsity, self.n_steps)
         epochs = split_epochs(self.finetune_epochs, self.n_steps)
+        timings = {"compress": 0.0, "finetune": 0.0}
         if self.granularity == "filter":
             prune_step, units = self._filter_pruner(module, chosen, example)
         else:
@@ -460,9 +582,14 @@ default="lamp"
             }
             generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
             floors = {name: floor for name, (_, floor) in units.items()}
-            prune_step = self._weight_pruner(chosen, schedule, generator, floors)
+            allocated = None
+            if self.allocation == "sensitivity":
+                start = time.perf_counter()
+                allocated = self._allocate(net, chosen, floors, X, y, rng)
+                timings["compress"] += time.perf_counter() - start
+            prune_step = self._weight_pruner(chosen, schedule, generator, floors,
+                                             allocated)
 
-        timings = {"compress": 0.0, "finetune": 0.0}
         for step in range(1, self.n_steps + 1):
             start = time.perf_counter()
             if self.criterion == "taylor":
@@ -523,13 +650,54 @@ default="lamp"
             )
         return {"layer_sparsity_": per_layer, "sparsity_": sparsity}
 
-    def _weight_pruner(self, chosen, schedule, generator, floors):
-        """A ``step(t)`` registering / tightening one Mask per layer."""
+    def _allocate(self, net, chosen, floors, X, y, rng):
+        """``allocation="sensitivity"``: weights to remove per layer, from
+        each layer's sensitivity on the training data ``X, y``."""
+        from sklearn.base import is_classifier
+
+        from .._sensitivity import sensitivity
+
+        names = [name for name, _ in chosen]
+        template = type(self)(**{
+            **self.get_params(deep=False), "estimator": net, "prefit": True,
+            "allocation": "criterion", "scope": "layer", "n_steps": 1,
+            "random_state": int(rng.randint(2**31 - 1)),
+        })
+        scoring = "neg_log_loss" if is_classifier(net) else None
+        with warnings.catch_warnings():
+            # a measured sparsity above a layer's floor is capped there
+            warnings.filterwarnings("ignore", message=".*reached sparsity_",
+                                    category=UserWarning)
+            table = sensitivity(template, X, y, param="sparsity",
+                                values=list(SENSITIVITY_SPARSITIES),
+                                layers=names, scoring=scoring)
+        drops = {name: dict(zip(rows["value"], rows["drop"]))
+                 for name, rows in table.groupby("layer", sort=False)}
+        n_weights = {name: layer.weight.numel() for name, layer in chosen}
+        zeros = {name: int((layer.weight == 0).sum()) for name, layer in chosen}
+        return allocate_sparsity({name: drops[name] for name in names}, n_weights,
+                                 self.sparsity, floors=floors, zeros=zeros)
+
+    def _weight_pruner(self, chosen, schedule, generator, floors, allocated=None):
+        """A ``step(t)`` registering / tightening one Mask per layer.
+
+        ``allocated`` (layer -> weights removed at the end): each round
+        removes that share of the schedule's sparsity in each layer.
+        """
         constraints = {}
 
         def step(t):
             scores = weight_importance(chosen, self.criterion, generator=generator)
-            masks = weight_masks(scores, schedule[t], self.scope, floors)
+            if allocated is None:
+                masks = weight_masks(scores, schedule[t], self.scope, floors)
+            else:
+                share = schedule[t] / self.sparsity if self.sparsity else 0.0
+                masks = {
+                    name: _lowest_off(scores[name], max(
+                        round(share * allocated[name]),
+                        int((scores[name] == float("-inf")).sum())))
+                    for name, _ in chosen
+                }
             for name, layer in chosen:
                 if name in constraints:
                     constraints[name].mask.copy_(masks[name])

@@ -12,6 +12,7 @@ from skcompress.compression import Pruner
 from skcompress.compression._constraints import Mask, constraints_of
 from skcompress.compression._pruning import (
     agp_schedule,
+    allocate_sparsity,
     is_depthwise,
     lamp_scores,
     min_kept_count,
@@ -351,3 +352,140 @@ def test_min_kept_count():
     assert min_kept_count(9, 0.0) == 0
     assert min_kept_count(9, 0.0, structural=True) == 1
     assert min_kept_count(4, 0.9) == 4
+
+
+# ----------------------------------------------- allocation="sensitivity"
+@pytest.fixture(scope="module")
+def trained_net(data):
+    """The tiny CNN trained long enough to be sensitive (~0.9 training
+    accuracy; the shared ``fitted_net`` is barely trained)."""
+    torch.set_num_threads(1)
+    return make_digits_net(random_state=0, max_epochs=20, module__channels=(4, 8),
+                           module__hidden=16).fit(*data)
+
+
+def _fragile(fitted_net, scales):
+    """A copy of ``fitted_net`` computing the same function, with fc1 fragile.
+
+    Row ``i`` of fc1 (weights and bias) is multiplied by ``scales[i] > 0`` and
+    column ``i`` of fc2 divided by it: ReLU is positively homogeneous, so the
+    outputs do not change, but fc1's smallest weights are now whole hidden
+    units, and pruning fc1 by magnitude removes them entirely.
+    """
+    net = copy.deepcopy(fitted_net)
+    module = net.module_
+    scales = torch.as_tensor(scales, dtype=torch.float32)
+    with torch.no_grad():
+        module.fc1.weight.mul_(scales[:, None])
+        module.fc1.bias.mul_(scales)
+        module.fc2.weight.div_(scales[None, :])
+    return net
+
+
+def test_allocate_sparsity_is_exact_and_spares_the_fragile_layer():
+    drops = {"fragile": {0.5: 0.4, 0.9: 0.9}, "robust": {0.5: 0.0, 0.9: 0.1}}
+    n = {"fragile": 100, "robust": 300}
+    for sparsity in (0.1, 0.33, 0.5, 0.7, 0.9):
+        counts = allocate_sparsity(drops, n, sparsity)
+        assert sum(counts.values()) == round(sparsity * 400)
+        # the robust layer goes first, the fragile one only once it is spent
+        assert counts["fragile"] == max(0, round(sparsity * 400) - 300)
+    # swapping the curves swaps the result
+    swapped = allocate_sparsity({"fragile": drops["robust"],
+                                 "robust": drops["fragile"]},
+                                {"fragile": 300, "robust": 100}, 0.5)
+    assert swapped == {"fragile": 200, "robust": 0}
+
+
+def test_allocate_sparsity_keeps_floors_and_inner_zeros():
+    drops = {"a": {0.5: 0.0, 0.99: 0.0}, "b": {0.5: 1.0, 0.99: 2.0}}
+    n = {"a": 100, "b": 100}
+    counts = allocate_sparsity(drops, n, 0.5, floors={"a": 10}, zeros={"b": 30})
+    assert counts == {"a": 70, "b": 30}
+    # more than the floors allow: every layer at its floor
+    counts = allocate_sparsity(drops, n, 0.99, floors={"a": 10, "b": 5})
+    assert counts == {"a": 90, "b": 95}
+
+
+def test_sensitivity_allocation_spares_a_fragile_layer(trained_net, data):
+    scales = torch.logspace(-3, 3, trained_net.module_.fc1.out_features)
+    fragile = _fragile(trained_net, scales[torch.randperm(len(scales))])
+    np.testing.assert_allclose(fragile.predict_proba(data[0]),
+                               trained_net.predict_proba(data[0]), rtol=1e-4,
+                               atol=1e-5)
+    params = dict(sparsity=0.5, allocation="sensitivity", finetune_epochs=0)
+    plain = prune_net(trained_net, data, **params)
+    spared = prune_net(fragile, data, **params)
+    assert spared.layer_sparsity_["fc1"] < plain.layer_sparsity_["fc1"] - 0.05
+    for pruner in (plain, spared):
+        total = sum(layer(pruner, name).weight.numel() for name in PRUNED)
+        zeros = sum(int((layer(pruner, name).weight == 0).sum()) for name in PRUNED)
+        assert zeros == round(0.5 * total)
+        assert pruner.sparsity_ == zeros / total
+    # the default allocation prunes the fragile layer as much as the plain one
+    # and loses more than the sensitivity allocation does
+    default = prune_net(fragile, data, sparsity=0.5, finetune_epochs=0)
+    assert default.layer_sparsity_["fc1"] > spared.layer_sparsity_["fc1"]
+    assert spared.score(*data) > default.score(*data)
+
+
+def test_sensitivity_allocation_rounds_keep_masks_exact(fitted_net, data,
+                                                        state, assert_same_state):
+    before = state(fitted_net)
+    pruner = prune_net(fitted_net, data, sparsity=0.8, allocation="sensitivity",
+                       n_steps=2, finetune_epochs=2)
+    assert_same_state(before, fitted_net)
+    assert set(pruner.layer_sparsity_) == set(PRUNED)
+    assert pruner.sparsity_ == pytest.approx(0.8, abs=1 / 2000)
+    for name in PRUNED:
+        (mask,) = constraints_of(layer(pruner, name))
+        weight = layer(pruner, name).weight
+        assert torch.equal(weight != 0, mask.mask.bool() & (weight != 0))
+        assert int((~mask.mask.bool()).sum()) == int((weight == 0).sum())
+        assert pruner.layer_sparsity_[name] == pytest.approx(
+            1 - int(mask.mask.sum()) / weight.numel())
+    again = prune_net(fitted_net, data, sparsity=0.8, allocation="sensitivity",
+                      n_steps=2, finetune_epochs=2)
+    assert again.layer_sparsity_ == pruner.layer_sparsity_
+
+
+def test_sensitivity_allocation_keeps_an_inner_pruners_zeros(fitted_net, data):
+    inner = prune_net(fitted_net, data, sparsity=0.5, scope="layer")
+    outer = Pruner(inner, sparsity=0.7, allocation="sensitivity", prefit=True,
+                   finetune_epochs=0, random_state=0).fit(*data)
+    for name in PRUNED:
+        assert outer.layer_sparsity_[name] >= inner.layer_sparsity_[name] - 1e-9
+    assert outer.sparsity_ == pytest.approx(0.7, abs=1 / 2000)
+
+
+def test_sensitivity_allocation_is_a_grid_searchable_setting(fitted_net, data,
+                                                             tmp_path):
+    import pickle
+
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    pruner = Pruner(fitted_net, sparsity=0.6, prefit=True, finetune_epochs=0,
+                    random_state=0)
+    search = GridSearchCV(pruner, {"allocation": ["criterion", "sensitivity"]},
+                          cv=2).fit(*data)
+    assert search.best_params_["allocation"] in ("criterion", "sensitivity")
+    fitted = clone(pruner).set_params(allocation="sensitivity").fit(*data)
+    restored = pickle.loads(pickle.dumps(fitted))
+    assert restored.layer_sparsity_ == fitted.layer_sparsity_
+    np.testing.assert_array_equal(restored.predict(data[0]), fitted.predict(data[0]))
+    skcompress.save(fitted, tmp_path / "pruned.skc")
+    loaded = skcompress.load(tmp_path / "pruned.skc")
+    np.testing.assert_array_equal(loaded.predict(data[0]), fitted.predict(data[0]))
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"allocation": "hessian"}, "allocation"),
+        ({"allocation": "sensitivity", "granularity": "filter"}, "allocation"),
+    ],
+)
+def test_bad_allocation_raises_naming_it(fitted_net, data, params, match):
+    with pytest.raises(ValueError, match=match):
+        prune_net(fitted_net, data, **params)
