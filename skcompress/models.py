@@ -11,8 +11,12 @@ file format can rebuild them from a JSON header.
   :class:`MobileNetV2`, written in plain ``torch.nn`` (no torchvision) with
   torchvision's module names, and their skorch factories
   :func:`make_resnet_net`, :func:`make_resnet18_net` and
-  :func:`make_mobilenet_net`. Their constructors record their arguments in
-  ``self._init_kwargs``.
+  :func:`make_mobilenet_net`;
+- :class:`LeNet5Caffe`, the 431k-parameter LeNet-5 of the compression papers,
+  for 28x28 MNIST, and :func:`make_lenet5_net`.
+
+The real architectures' constructors record their arguments in
+``self._init_kwargs``.
 """
 
 import math
@@ -27,9 +31,9 @@ from .blocks import DepthwiseSeparableConv2d, FireModule
 
 __all__ = [
     "MODELS", "BasicBlock", "ConvBNReLU6", "DigitsCNN", "InvertedResidual", "LeNet5",
-    "MobileNetDigits", "MobileNetV2", "ResNet18", "ResNetCIFAR", "ResidualCNN",
-    "SeedTorch", "SqueezeNetDigits", "make_digits_net", "make_mobilenet_net",
-    "make_resnet18_net", "make_resnet_net",
+    "LeNet5Caffe", "MobileNetDigits", "MobileNetV2", "ResNet18", "ResNetCIFAR",
+    "ResidualCNN", "SeedTorch", "SqueezeNetDigits", "make_digits_net",
+    "make_lenet5_net", "make_mobilenet_net", "make_resnet18_net", "make_resnet_net",
 ]
 
 
@@ -91,6 +95,79 @@ class LeNet5(nn.Module):
         X = self.pool2(self.act2(self.conv2(X)))
         X = self.act3(self.fc1(self.flatten(X)))
         return self.fc3(self.act4(self.fc2(X)))
+
+
+class LeNet5Caffe(nn.Module):
+    """LeNet-5 as in Caffe's MNIST example: the compression papers' LeNet-5.
+
+    ``conv1`` (20 filters 5x5) - max pool 2 - ``conv2`` (50 filters 5x5) - max
+    pool 2 - ``fc1`` (500) - ``fc2`` (``n_classes``), unpadded convolutions,
+    ReLU after every layer but the last (Caffe's prototxt has one only after
+    ``fc1``; the PyTorch versions of Han et al., Molchanov et al. and Louizos
+    et al. use one after each convolution too). 431,080 parameters on 28x28
+    input, 400,500 of them in ``fc1``: the network of Deep Compression's
+    LeNet-5 row (39x) and of the sparse variational dropout and Bayesian
+    compression papers.
+
+    Parameters
+    ----------
+    in_channels : int, default=1
+    n_classes : int, default=10
+    image_size : int, default=28
+        Height and width of the input, at least 16 (two unpadded 5x5
+        convolutions and two poolings leave ``((image_size - 4) // 2 - 4) // 2``
+        pixels a side).
+    channels : tuple of two ints, default=(20, 50)
+    hidden : int, default=500
+
+    References
+    ----------
+    Y. LeCun, L. Bottou, Y. Bengio and P. Haffner, "Gradient-based learning
+    applied to document recognition", Proc. IEEE 86(11), 1998; Caffe's
+    ``examples/mnist/lenet.prototxt``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcompress.models import LeNet5Caffe
+    >>> sum(p.numel() for p in LeNet5Caffe().parameters())
+    431080
+    >>> LeNet5Caffe().eval()(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, in_channels=1, n_classes=10, image_size=28, channels=(20, 50),
+                 hidden=500):
+        super().__init__()
+        in_channels = _check_positive_int(in_channels, "in_channels")
+        n_classes = _check_positive_int(n_classes, "n_classes")
+        image_size = _check_positive_int(image_size, "image_size")
+        hidden = _check_positive_int(hidden, "hidden")
+        c1, c2 = (_check_positive_int(c, "channels") for c in channels)
+        side = ((image_size - 4) // 2 - 4) // 2
+        if side < 1:
+            raise ValueError(
+                f"image_size={image_size} is too small for LeNet5Caffe: two "
+                "unpadded 5x5 convolutions and two 2x2 poolings need at least 16."
+            )
+        self._init_kwargs = dict(in_channels=in_channels, n_classes=n_classes,
+                                 image_size=image_size, channels=[c1, c2],
+                                 hidden=hidden)
+        self.conv1 = nn.Conv2d(in_channels, c1, 5)
+        self.act1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(c1, c2, 5)
+        self.act2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(c2 * side * side, hidden)
+        self.act3 = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, n_classes)
+
+    def forward(self, X):
+        X = self.pool1(self.act1(self.conv1(X)))
+        X = self.pool2(self.act2(self.conv2(X)))
+        return self.fc2(self.act3(self.fc1(self.flatten(X))))
 
 
 class ResidualCNN(nn.Module):
@@ -753,6 +830,31 @@ def make_resnet_net(depth=20, random_state=0, **overrides):
     params = {"module__depth": _check_depth(depth)}
     params.update(overrides)
     return _make_net(ResNetCIFAR, random_state, params)
+
+
+def make_lenet5_net(random_state=0, **overrides):
+    """Return a skorch classifier of :class:`LeNet5Caffe` (28x28 MNIST input).
+
+    The same defaults as :func:`make_digits_net` (Adam, ``lr=2e-3``,
+    30 epochs, batches of 64, no validation split, seeded by
+    ``random_state``).
+
+    Parameters
+    ----------
+    random_state : int or None, default=0
+        Seeds the weight initialisation and the batch order.
+    **overrides
+        Any ``NeuralNetClassifier`` parameter, e.g. ``max_epochs=10``,
+        ``module__image_size=16``, ``module__channels=(4, 8)``.
+
+    Examples
+    --------
+    >>> from skcompress.models import make_lenet5_net
+    >>> net = make_lenet5_net(max_epochs=1)
+    >>> net.module.__name__, net.max_epochs
+    ('LeNet5Caffe', 1)
+    """
+    return _make_net(LeNet5Caffe, random_state, overrides)
 
 
 def make_resnet18_net(random_state=0, **overrides):

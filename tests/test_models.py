@@ -295,3 +295,30 @@ def test_real_models_round_trip_through_the_file_format(random_8x8, build):
     assert type(loaded.module_) is type(net.module_)
     np.testing.assert_allclose(loaded.predict_proba(X), net.predict_proba(X),
                                atol=1e-5)
+
+
+def test_lenet5_caffe_layers_and_parameter_count():
+    from skcompress.models import LeNet5Caffe, make_lenet5_net
+
+    module = LeNet5Caffe()
+    # conv 20 x 5x5, conv 50 x 5x5, fc 500, fc 10 on 28x28: 431,080 parameters
+    assert _n_params(module) == 431_080
+    assert (module.conv1.out_channels, module.conv2.out_channels) == (20, 50)
+    assert module.conv1.kernel_size == module.conv2.kernel_size == (5, 5)
+    assert (module.fc1.in_features, module.fc1.out_features) == (800, 500)
+    assert module.fc2.out_features == 10
+    assert module.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    # the small LeNet5 of make_digits_net(arch="lenet") is unchanged
+    assert MODELS["lenet"] is not LeNet5Caffe
+    with pytest.raises(ValueError, match="image_size"):
+        LeNet5Caffe(image_size=12)
+    net = make_lenet5_net(max_epochs=1, module__image_size=16,
+                          module__channels=(4, 8), module__hidden=16)
+    X = np.random.RandomState(0).rand(32, 1, 16, 16).astype(np.float32)
+    y = np.arange(32) % 10
+    net.fit(X, y)
+    assert net.module_.fc1.in_features == 8
+    # the file format rebuilds it from its constructor arguments
+    from skcompress.io import dumps, loads
+
+    np.testing.assert_array_equal(loads(dumps(net)).predict(X), net.predict(X))
