@@ -82,7 +82,7 @@ def test_sizes_are_file_bytes_and_saved_model_predicts_the_same(demo):
 def test_grid_covers_every_technique():
     names = {c.technique for c in candidates()}
     assert names == {"low-rank", "prune weight", "prune filter", "quantize",
-                     "binarize", "prune+quantize", "distill"}
+                     "binarize", "prune+quantize", "distill", "variational"}
     assert {c.technique for c in candidates(quick=True)} == names
     chain = next(c for c in candidates() if c.technique == "prune+quantize")
     # The chain reuses the weight-pruning row of the same sparsity.

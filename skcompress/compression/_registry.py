@@ -242,3 +242,18 @@ register(Technique(
     quick_grid=(_student("squeeze", QUICK_STUDENT_EPOCHS),),
 ))
 register(Technique("compact", "Compactor", f"{_PACKAGE}._compaction"))
+
+VARIATIONAL = dict(finetune_epochs=6, finetune_lr=1e-3)
+QUICK_VARIATIONAL = dict(finetune_epochs=2, finetune_lr=1e-3)
+
+
+def _strength(strength, preset):
+    return Setting(f"strength={strength}", dict(strength=strength, **preset))
+
+
+register(Technique(
+    "variational", "VariationalPruner", f"{_PACKAGE}._variational",
+    cli_name="variational",
+    grid=tuple(_strength(s, VARIATIONAL) for s in (1, 4, 16)),
+    quick_grid=(_strength(4, QUICK_VARIATIONAL),),
+))

@@ -113,9 +113,10 @@ def test_registry_refuses_clashes(registered):
 def test_built_in_techniques():
     names = [t.name for t in _registry.techniques()]
     assert names == ["low-rank", "prune weight", "prune filter", "quantize",
-                     "binarize", "prune+quantize", "distill", "compact"]
+                     "binarize", "prune+quantize", "distill", "compact",
+                     "variational"]
     assert sorted(_registry.cli_names()) == ["binarizer", "lowrank", "pruner",
-                                             "quantizer"]
+                                             "quantizer", "variational"]
     for technique in _registry.techniques():
         cls = technique.load()
         assert issubclass(cls, BaseCompressor)
