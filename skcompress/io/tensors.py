@@ -236,8 +236,16 @@ def _from_indices(hint, shape, sparse):
 def _from_integers(hint, shape):
     """A uniform grid's own integers ``q`` (the only constraint on the tensor):
     its output is ``(q - zero_point) * scale`` in float32, which is what the
-    decoder computes, so the integers are stored as they are."""
-    q = np.asarray(hint["integers"])
+    decoder computes, so the integers are stored as they are. The hint gives
+    them as ``integers``, or as uint8 ``symbols`` ``q - q_min`` with ``q_min``
+    (what ``UniformQuantize`` computes in place, saving two passes)."""
+    if "symbols" in hint:  # q - q_min, already uint8: no pass to shift them
+        q = np.asarray(hint["symbols"])
+        offset = int(hint["q_min"])
+        if q.dtype != np.uint8:
+            return None
+    else:
+        q, offset = np.asarray(hint["integers"]), 0
     scale = np.asarray(hint["scale"], dtype=np.float32).ravel()
     zero_point = np.asarray(hint.get("zero_point", 0), dtype=np.float64).ravel()
     if q.shape != shape or not shape or q.dtype.kind not in "iu":
@@ -247,10 +255,14 @@ def _from_integers(hint, shape):
             or np.any(zero_point != np.round(zero_point))
             or not np.all(np.isfinite(scale))):
         return None
-    q_min, q_max = (int(q.min()), int(q.max())) if q.size else (0, 0)
+    low, high = (int(q.min()), int(q.max())) if q.size else (0, 0)
+    q_min, q_max = low + offset, high + offset
     if q_max - q_min > 255:
         return None
-    symbols = (q - q_min).astype(np.uint8).ravel()
+    if q.dtype == np.uint8 and low == 0:
+        symbols = q.ravel()
+    else:
+        symbols = (q - low).astype(np.uint8).ravel()
     zero_point = np.broadcast_to(zero_point.astype(np.int64), (channels,))
     if (zero_point == zero_point[0]).all():
         zero_point = zero_point[:1]
@@ -273,7 +285,8 @@ def encode(w, hints=(), shape=None, dtype=None):
         hints = list(hints or ())
         last = [h for h in hints if isinstance(h, dict) and h.get("last")]
         if (dtype == "float32" and len(hints) == 1 and last
-                and last[0].get("kind") == "uniform" and "integers" in last[0]):
+                and last[0].get("kind") == "uniform"
+                and ("integers" in last[0] or "symbols" in last[0])):
             encoded = _from_integers(last[0], tuple(shape))
             if encoded is not None:
                 return encoded
@@ -356,8 +369,9 @@ def decode(encoding, meta, streams, shape, dtype):
                                      (channels,)).astype(np.int64)
         q = _decode_symbols(meta["sym"], take, size, channels).reshape(channels, -1)
         offset = (meta["q_min"] - zero_point).astype(np.float32)
-        out = q.astype(np.float32)  # in place from here: no temporaries
-        out += offset[:, None]
+        # float32(q) + offset, then * scale: the constraint's own arithmetic;
+        # the conversion happens inside the addition, the product in place
+        out = np.add(q, offset[:, None], dtype=np.float32)
         out *= scale[:, None]
     elif encoding == "binary":
         rows = shape[0] if shape else 0

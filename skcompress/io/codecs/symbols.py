@@ -18,7 +18,7 @@ from .bits import le_bytes
 
 __all__ = ["ANS_MAX_SYMBOLS", "decode", "encode"]
 
-ANS_MAX_SYMBOLS = 1 << 18
+ANS_MAX_SYMBOLS = 1 << 17
 
 
 _MAX_CLASSES = 8
