@@ -171,15 +171,36 @@ def construct(cls, kwargs):
         return cls(**kwargs)
 
 
-def _simple_attrs(module):
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain_equal(a, b):
+    """``a == b`` for plain values and tuples of them (no encoding needed)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is tuple:
+        return len(a) == len(b) and all(_plain_equal(x, y) for x, y in zip(a, b))
+    return type(a) in _PLAIN and a == b
+
+
+def _changed_attrs(module, ref):
+    """The public attributes of ``module`` that differ from ``ref``'s, both
+    encodable, in JSON form (plain values are compared before encoding)."""
+    theirs = vars(ref)
     out = {}
     for key, value in vars(module).items():
-        if key.startswith("_") or key == "training":
+        if key.startswith("_") or key == "training" or key not in theirs:
+            continue
+        other = theirs[key]
+        if value is other or _plain_equal(value, other):
             continue
         try:
-            out[key] = encode_value(value, key)
+            mine = encode_value(value, key)
+            if encode_value(other, key) == mine:
+                continue
         except ValueError:
             continue
+        out[key] = mine
     return out
 
 
@@ -192,8 +213,7 @@ def _diff(module, ref):
             "its constructor kwargs give; store the kwargs that rebuild it in "
             "`_init_kwargs`.")
     node = {}
-    mine, theirs = _simple_attrs(module), _simple_attrs(ref)
-    attrs = {k: v for k, v in mine.items() if k in theirs and theirs[k] != v}
+    attrs = _changed_attrs(module, ref)
     if attrs:
         node["attrs"] = attrs
     none = [name for store in ("_parameters", "_buffers")
