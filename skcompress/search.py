@@ -75,12 +75,30 @@ def _module(obj):
     return find_net(obj).module_
 
 
-def _base_net(compressor):
-    """The uncompressed net at the bottom of a (chain of) compressor(s)."""
+def _base_module(compressor):
+    """The uncompressed module at the bottom of a (chain of) compressor(s).
+
+    A chain fitted with ``keep_base=False`` keeps only its architecture
+    (``base_skeleton_``, on the meta device): it is rebuilt here with freshly
+    initialised weights, which is all a latency measurement needs.
+    """
     base = compressor.base_estimator_
     while hasattr(base, "base_estimator_"):
         base = base.base_estimator_
-    return find_net(base)
+    if not hasattr(base, "base_skeleton_"):
+        return find_net(base).module_
+    import copy
+
+    import torch
+
+    module = copy.deepcopy(base.base_skeleton_).to_empty(device="cpu")
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            tensor.zero_()
+        for layer in module.modules():
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+    return module.eval()
 
 
 def compression_ratio_score(estimator, X=None, y=None):
@@ -111,7 +129,7 @@ def speedup_score(estimator, X, y=None, *, repeats=10):
     from .accounting import measure_latency
 
     shape = _one_sample_shape(_transformed(estimator, X))
-    base = measure_latency(_module(_base_net(compressor)), shape, repeats=repeats)
+    base = measure_latency(_base_module(compressor), shape, repeats=repeats)
     compressed = measure_latency(_module(compressor), shape, repeats=repeats)
     return base / compressed
 

@@ -30,6 +30,7 @@ user passed in is ever touched.
 """
 
 import copy
+import math
 import numbers
 import time
 from contextlib import contextmanager
@@ -55,7 +56,10 @@ __all__ = [
     "ConstraintCallback",
     "FiniteLossCheck",
     "SeedFinetuning",
+    "WarmupCosineLR",
     "is_compressor",
+    "recalibrate_batchnorm",
+    "scheduled_lr",
 ]
 
 
@@ -220,6 +224,146 @@ class SeedFinetuning(Callback):
         torch.manual_seed(self.seed)
 
 
+FINETUNE_LR_FACTOR = 0.25
+"""Fine-tuning's peak learning rate is this fraction of the net's own ``lr``
+when ``finetune_lr=None`` (:meth:`BaseCompressor._finetune_lr`)."""
+
+WARMUP_FRACTION = 0.05
+"""Fraction of the fine-tuning steps (at least one) spent warming up."""
+
+BN_RECALIBRATION_SAMPLES = 2048
+"""Samples of ``X`` (at most) over which BatchNorm statistics are recomputed."""
+
+
+def scheduled_lr(lr, step, total_steps, warmup_fraction=WARMUP_FRACTION):
+    """Learning rate of fine-tuning step ``step`` (0-based) of ``total_steps``.
+
+    A linear warm-up over the first ``w = max(1, round(warmup_fraction *
+    total_steps))`` steps, ``lr * (step + 1) / w``, then a half cosine from
+    ``lr`` towards 0 over the remaining steps, ``lr * (1 + cos(pi * (step -
+    w) / (total_steps - w))) / 2``. Steps past the end keep the last value.
+    """
+    total_steps = max(int(total_steps), 1)
+    step = min(max(int(step), 0), total_steps - 1)
+    warmup = max(1, int(round(warmup_fraction * total_steps)))
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (step - warmup)
+                                      / (total_steps - warmup)))
+
+
+class WarmupCosineLR(Callback):
+    """Sets the learning rate of every parameter group of the net's
+    optimizers before each training batch, following :func:`scheduled_lr`
+    over ``epochs`` epochs of the net's training iterator.
+
+    Attached by :meth:`BaseCompressor._finetune` for the fine-tuning only and
+    removed afterwards; the net's own ``lr`` is not changed.
+    """
+
+    def __init__(self, lr, epochs, warmup_fraction=WARMUP_FRACTION):
+        self.lr = lr
+        self.epochs = epochs
+        self.warmup_fraction = warmup_fraction
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.step_ = 0
+        self.total_steps_ = None
+
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        if self.total_steps_ is None:
+            try:
+                batches = len(net.get_iterator(dataset_train, training=True))
+            except TypeError:  # an iterable dataset: one cosine per batch count
+                batches = 1
+            self.total_steps_ = max(1, self.epochs * batches)
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if not training:
+            return
+        lr = scheduled_lr(self.lr, self.step_, self.total_steps_ or 1,
+                          self.warmup_fraction)
+        for optimizer in _optimizers(net):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        self.step_ += 1
+
+
+class ConstantLR(Callback):
+    """Sets the learning rate of every parameter group of the net's
+    optimizers to ``lr`` before each training batch (a student trained from
+    scratch, :class:`~skcompress.compression.Distiller`)."""
+
+    def __init__(self, lr):
+        self.lr = lr
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if training:
+            for optimizer in _optimizers(net):
+                for group in optimizer.param_groups:
+                    group["lr"] = self.lr
+
+
+def _optimizers(net):
+    names = getattr(net, "_optimizers", None) or ["optimizer"]
+    optimizers = [getattr(net, f"{name}_", None) for name in names]
+    return [o for o in optimizers if isinstance(o, torch.optim.Optimizer)]
+
+
+def recalibrate_batchnorm(net, X, y=None, *, n_samples=BN_RECALIBRATION_SAMPLES,
+                          seed=0):
+    """Recompute the running statistics of every BatchNorm layer of ``net``.
+
+    The running mean and variance are reset, then set to the cumulative
+    average (``momentum=None``) of the batch statistics of one forward pass,
+    in batches of the net's validation iterator, over at most ``n_samples``
+    samples of ``X`` drawn without replacement (torch generator seeded with
+    ``seed``). Only the BatchNorm layers are in training mode meanwhile
+    (dropout and constraints stay in evaluation mode); their momentum and
+    every module's mode are put back. Weights are unchanged. Nets without
+    BatchNorm, and ``X`` without a length, are left alone.
+
+    Returns
+    -------
+    int
+        The number of recalibrated BatchNorm layers.
+    """
+    module = net.module_
+    norms = [m for m in module.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
+    if not norms:
+        return 0
+    dataset = net.get_dataset(X, y)
+    try:
+        n = len(dataset)
+    except TypeError:
+        return 0
+    if n == 0:
+        return 0
+    generator = torch.Generator().manual_seed(int(seed))
+    indices = torch.randperm(n, generator=generator)[:n_samples].sort().values
+    subset = torch.utils.data.Subset(dataset, indices.tolist())
+    modes = {m: m.training for m in module.modules()}
+    momenta = {m: m.momentum for m in norms}
+    try:
+        module.eval()
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None
+            norm.train()
+        with torch.no_grad():
+            for batch in net.get_iterator(subset, training=False):
+                Xi = batch[0] if isinstance(batch, (tuple, list)) else batch
+                net.infer(Xi)
+    finally:
+        for norm, momentum in momenta.items():
+            norm.momentum = momentum
+        for m, training in modes.items():
+            m.train(training)
+    return len(norms)
+
+
 @dataclass
 class CompressionResult:
     """What a compression made; ``BaseCompressor._fit`` sets the fitted
@@ -280,9 +424,18 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         The net to compress, or another compressor to chain after.
     finetune_epochs : int, default=3
         Epochs of fine-tuning after compression, with the constraint kept
-        exact. 0 disables fine-tuning.
+        exact: passes over the training part of ``X`` (the net's
+        ``train_split`` applies). 0 disables fine-tuning; BatchNorm statistics
+        are still recalibrated.
     finetune_lr : float or None, default=None
-        Learning rate for fine-tuning; ``None`` keeps the net's own ``lr``.
+        Peak learning rate of fine-tuning. ``None``: a quarter of the net's
+        own ``lr`` (``FINETUNE_LR_FACTOR``; 5e-4 for the zoo's nets, Adam at
+        2e-3). Fine-tuning uses the net's own optimizer class, fresh, under a
+        linear warm-up over the first 5 % of the steps then a cosine decay
+        to 0 over the rest (:func:`scheduled_lr`); the fitted net keeps its
+        own ``lr``. BatchNorm statistics are recomputed on up to 2,048
+        samples of ``X`` after the compression and again after fine-tuning
+        (:func:`recalibrate_batchnorm`).
     prefit : bool, default=False
         Whether ``estimator`` is already fitted (then it is deep-copied, never
         refitted or modified).
@@ -292,13 +445,26 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
     random_state : int, RandomState or None, default=None
         Seeds everything the compression does (k-means, random pruning, the
         fine-tuning batches); same value, same compressed weights.
+    keep_base : bool, default=False
+        Chains only (``estimator`` is a compressor): whether the fitted inner
+        compressor, ``base_estimator_``, keeps its own ``base_estimator_``
+        (the nets below it, down to the uncompressed one). By default they
+        are dropped after the fit, so a chain holds two nets (the inner
+        compressor's ``estimator_``, where this fit started, and this one's)
+        instead of three or more; the inner compressor keeps its fitted
+        attributes and ``base_skeleton_``, the architecture of the
+        uncompressed net without weights (PyTorch's meta device), from which
+        the ``speedup`` scorer times the base. Plain nets are not affected.
 
     Attributes
     ----------
     estimator_ : skorch NeuralNet
         The compressed, fine-tuned net.
     base_estimator_ : skorch NeuralNet or compressor
-        The fitted base (the inner compressor when chaining).
+        The fitted base (the inner compressor when chaining); shares nothing
+        with ``estimator`` and holds no optimizer state. Deleted, and
+        replaced by ``base_skeleton_``, when this compressor is the inner
+        one of a chain fitted with ``keep_base=False``.
     original_size_bytes_ : int
         fp32 dense bytes of the uncompressed base net's parameters and buffers.
     size_bytes_ : int
@@ -322,6 +488,7 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         "prefit": ["boolean"],
         "memory": [None, str, HasMethods(["cache"])],
         "random_state": ["random_state"],
+        "keep_base": ["boolean"],
     }
 
     def __init__(
@@ -333,6 +500,7 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         prefit=False,
         memory=None,
         random_state=None,
+        keep_base=False,
     ):
         self.estimator = estimator
         self.finetune_epochs = finetune_epochs
@@ -340,6 +508,7 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         self.prefit = prefit
         self.memory = memory
         self.random_state = random_state
+        self.keep_base = keep_base
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=False)
@@ -387,6 +556,10 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         # copies of the weights; fine-tuning starts a fresh optimizer anyway).
         # base_net is a copy (prefit) or a net fitted here: never the user's.
         _drop_optimizer_state(base_net)
+        # A chain keeps the inner compressor's estimator_ (base_net), not
+        # the nets below it; base is a copy or a fit of this call's own.
+        if is_compressor(base) and not getattr(self, "keep_base", False):
+            _drop_base(base)
 
         net = copy.deepcopy(base_net)
         with _seeded(seed):
@@ -480,19 +653,43 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         """Extra skorch callbacks for fine-tuning, as ``(name, callback)``."""
         return []
 
-    def _finetune(self, net, X, y, epochs):
-        """Fine-tune ``net`` in place for ``epochs`` with skorch's partial_fit."""
-        if epochs == 0:
-            return
+    def _finetune_lr(self, net):
+        """The peak fine-tuning learning rate: ``finetune_lr`` when given,
+        else ``FINETUNE_LR_FACTOR`` (0.25) times the net's own ``lr``."""
         if self.finetune_lr is not None:
-            net.set_params(lr=self.finetune_lr)
-        # Compression replaced or re-registered parameters: a fresh optimizer.
-        net.initialize_optimizer()
+            return float(self.finetune_lr)
+        return FINETUNE_LR_FACTOR * float(net.lr)
+
+    def _lr_schedule(self, net, epochs):
+        """The callback setting the learning rate during fine-tuning: a
+        warm-up and cosine schedule peaking at :meth:`_finetune_lr`."""
+        return WarmupCosineLR(self._finetune_lr(net), epochs)
+
+    def _finetune(self, net, X, y, epochs):
+        """Recalibrate BatchNorm, fine-tune ``net`` in place for ``epochs``
+        with skorch's ``partial_fit``, recalibrate again.
+
+        The net's own optimizer class, fresh (compression replaced or
+        re-registered parameters), at the learning rate of
+        :meth:`_finetune_lr` under a warm-up and cosine schedule
+        (:class:`WarmupCosineLR`); the schedule and the flow's callbacks are
+        attached for the fine-tuning only, and the net's ``lr`` is unchanged.
+        BatchNorm statistics are recomputed (:func:`recalibrate_batchnorm`)
+        after the compression, before fine-tuning (also when ``epochs`` is
+        0), and after fine-tuning, for the final weights.
+        """
         # A seed drawn from the fit's seeded stream, set after the net's own
         # callbacks have run: the fine-tuning batches follow random_state.
         seed = int(torch.randint(np.iinfo(np.int32).max, ()).item())
+        recalibrate_batchnorm(net, X, y, seed=seed)
+        if epochs == 0:
+            return
+        # Compression replaced or re-registered parameters: a fresh optimizer
+        # of the net's own class; the schedule sets its learning rate.
+        net.initialize_optimizer()
         callbacks = [
             *self._finetune_callbacks(),
+            ("lr_schedule", self._lr_schedule(net, epochs)),
             ("finite_loss", FiniteLossCheck(type(self).__name__)),
             ("seed", SeedFinetuning(seed)),
         ]
@@ -506,6 +703,7 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         finally:
             for entry in extra:
                 net.callbacks_.remove(entry)
+        recalibrate_batchnorm(net, X, y, seed=seed + 1)
 
     def _fit_base(self, X, y, seed):
         """Return ``(base, base_net)``; ``base_net`` must not be modified.
@@ -641,10 +839,31 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
 
 def _drop_optimizer_state(net):
     """Empty the state (e.g. Adam's moments) of every optimizer of ``net``."""
-    for name in getattr(net, "_optimizers", None) or ["optimizer"]:
-        optimizer = getattr(net, f"{name}_", None)
-        if isinstance(optimizer, torch.optim.Optimizer):
-            optimizer.state.clear()
+    for optimizer in _optimizers(net):
+        optimizer.state.clear()
+
+
+def _drop_base(compressor):
+    """``keep_base=False``: the fitted inner compressor of a chain loses its
+    ``base_estimator_`` (and what hangs below it); ``base_skeleton_``, the
+    uncompressed module on PyTorch's meta device, records its architecture.
+    """
+    if "base_estimator_" not in vars(compressor):
+        return
+    compressor.base_skeleton_ = _base_skeleton(compressor)
+    del compressor.base_estimator_
+
+
+def _base_skeleton(compressor):
+    """The uncompressed module at the bottom of ``compressor``'s chain,
+    moved to the meta device (no storage; the chain's own objects only)."""
+    base = compressor.base_estimator_
+    while is_compressor(base) and "base_estimator_" in vars(base):
+        base = base.base_estimator_
+    if is_compressor(base):
+        return base.base_skeleton_
+    module = find_net(base).module_
+    return module.to("meta")  # dropped with its net right after
 
 
 def _innermost_estimator(estimator):

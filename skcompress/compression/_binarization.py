@@ -149,6 +149,8 @@ class Binarizer(BaseCompressor):
     prefit : bool, default=False
     memory : str, joblib.Memory or None, default=None
     random_state : int, RandomState or None, default=None
+    keep_base : bool, default=False
+        See :class:`~skcompress.compression.BaseCompressor`.
 
     Attributes
     ----------
@@ -211,6 +213,7 @@ report_, fit_time_ :
         prefit=False,
         memory=None,
         random_state=None,
+        keep_base=False,
     ):
         super().__init__(
             estimator,
@@ -219,6 +222,7 @@ report_, fit_time_ :
             prefit=prefit,
             memory=memory,
             random_state=random_state,
+            keep_base=keep_base,
         )
         self.scale = scale
         self.mode = mode

@@ -141,6 +141,8 @@ class Compactor(DistillationMixin, BaseCompressor):
     prefit : bool, default=False
     memory : str, path or joblib.Memory, default=None
     random_state : int, RandomState or None, default=None
+    keep_base : bool, default=False
+        See :class:`~skcompress.compression.BaseCompressor`.
 
     Attributes
     ----------
@@ -203,6 +205,7 @@ report_, fit_time_
         prefit=False,
         memory=None,
         random_state=None,
+        keep_base=False,
     ):
         super().__init__(
             estimator,
@@ -211,6 +214,7 @@ report_, fit_time_
             prefit=prefit,
             memory=memory,
             random_state=random_state,
+            keep_base=keep_base,
         )
         self.layers = layers
         self.temperature = temperature

@@ -38,6 +38,7 @@ from .._nets import find_net
 from ._base import (
     BaseCompressor,
     CompressionResult,
+    ConstantLR,
     _dense_size_bytes,
     _first_samples,
     _fit_clone,
@@ -286,8 +287,8 @@ class Distiller(DistillationMixin, BaseCompressor):
     only initialised (not fitted) and then trained from its initialisation
     for its own ``max_epochs``; a prefit student (``prefit=True``) is
     fine-tuned for ``finetune_epochs``. The compression step fits (or copies)
-    the teacher and trains the student, with the distillation loss, the
-    student's optimizer, and ``finetune_lr`` when given. ``estimator_`` is a
+    the teacher and trains the student, with the distillation loss and the
+    student's optimizer class (learning rate: see ``finetune_lr``). ``estimator_`` is a
     plain skorch net of the student's class: it predicts from ``X`` alone and
     saves with :func:`skcompress.save`.
 
@@ -318,8 +319,12 @@ class Distiller(DistillationMixin, BaseCompressor):
     finetune_epochs : int, default=10
         Epochs of distillation for a prefit student.
     finetune_lr : float or None, default=None
-        Learning rate of the distillation training; ``None`` keeps the
-        student's ``lr``.
+        Learning rate of the distillation training. A student trained from
+        its initialisation (``prefit=False``) trains at a constant rate,
+        ``finetune_lr`` or, for ``None``, its own ``lr``. A prefit student is
+        fine-tuned like every compressed net: peak ``finetune_lr`` or, for
+        ``None``, a quarter of its ``lr``, warm-up then cosine decay (see
+        :class:`~skcompress.compression.BaseCompressor`).
     prefit : bool, default=False
         Whether the student is already fitted.
     memory : str, path or joblib.Memory, default=None
@@ -327,6 +332,8 @@ class Distiller(DistillationMixin, BaseCompressor):
     random_state : int, RandomState or None, default=None
         Seeds the student's initialisation and training (a ``SeedTorch``
         callback on the student takes precedence).
+    keep_base : bool, default=False
+        See :class:`~skcompress.compression.BaseCompressor`.
 
     Attributes
     ----------
@@ -404,6 +411,7 @@ class Distiller(DistillationMixin, BaseCompressor):
         prefit=False,
         memory=None,
         random_state=None,
+        keep_base=False,
     ):
         super().__init__(
             estimator,
@@ -412,6 +420,7 @@ class Distiller(DistillationMixin, BaseCompressor):
             prefit=prefit,
             memory=memory,
             random_state=random_state,
+            keep_base=keep_base,
         )
         self.teacher = teacher
         self.temperature = temperature
@@ -447,6 +456,16 @@ class Distiller(DistillationMixin, BaseCompressor):
         with _seeded(seed):
             student.initialize()
         return student, student
+
+    def _lr_schedule(self, net, epochs):
+        """A student trained from scratch (``prefit=False``) trains as it
+        would on its own, at a constant learning rate (its ``lr``, or
+        ``finetune_lr`` when given); a prefit one is fine-tuned under the
+        shared rule and schedule."""
+        if self.prefit:
+            return super()._lr_schedule(net, epochs)
+        return ConstantLR(float(net.lr if self.finetune_lr is None
+                                else self.finetune_lr))
 
     def _compress_and_finetune(self, net, X, y, rng):
         start = time.perf_counter()

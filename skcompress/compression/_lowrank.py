@@ -201,7 +201,7 @@ class LowRankCompressor(BaseCompressor):
     layers : None, "all" or list of str, default=None
         Layers to factorize; ``None``: every Conv2d / Linear but the output
         layer.
-    finetune_epochs, finetune_lr, prefit, memory, random_state
+    finetune_epochs, finetune_lr, prefit, memory, random_state, keep_base
         See :class:`~skcompress.compression.BaseCompressor`.
 
     Attributes
@@ -271,6 +271,7 @@ class LowRankCompressor(BaseCompressor):
         prefit=False,
         memory=None,
         random_state=None,
+        keep_base=False,
     ):
         super().__init__(
             estimator,
@@ -279,6 +280,7 @@ class LowRankCompressor(BaseCompressor):
             prefit=prefit,
             memory=memory,
             random_state=random_state,
+            keep_base=keep_base,
         )
         self.rank = rank
         self.energy = energy

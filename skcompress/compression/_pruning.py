@@ -438,7 +438,7 @@ default="lamp"
         before it); the next layer loses inputs regardless.
     finetune_epochs : int, default=3
         Total epochs of fine-tuning, over all rounds.
-    finetune_lr, prefit, memory, random_state
+    finetune_lr, prefit, memory, random_state, keep_base
         See :class:`~skcompress.compression.BaseCompressor`.
 
     Attributes
@@ -526,6 +526,7 @@ default="lamp"
         prefit=False,
         memory=None,
         random_state=None,
+        keep_base=False,
     ):
         super().__init__(
             estimator,
@@ -534,6 +535,7 @@ default="lamp"
             prefit=prefit,
             memory=memory,
             random_state=random_state,
+            keep_base=keep_base,
         )
         self.sparsity = sparsity
         self.granularity = granularity

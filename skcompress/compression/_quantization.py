@@ -318,6 +318,8 @@ class Quantizer(BaseCompressor):
     prefit : bool, default=False
     memory : str, joblib.Memory or None, default=None
     random_state : int, RandomState or None, default=None
+    keep_base : bool, default=False
+        See :class:`~skcompress.compression.BaseCompressor`.
 
     Attributes
     ----------
@@ -389,6 +391,7 @@ report_, fit_time_ :
         prefit=False,
         memory=None,
         random_state=None,
+        keep_base=False,
     ):
         super().__init__(
             estimator,
@@ -397,6 +400,7 @@ report_, fit_time_ :
             prefit=prefit,
             memory=memory,
             random_state=random_state,
+            keep_base=keep_base,
         )
         self.bits = bits
         self.target_bits = target_bits

@@ -242,7 +242,7 @@ class VariationalPruner(BaseCompressor):
     masked_epochs : int, default=0
         Epochs of ordinary fine-tuning after the threshold, with the mask kept
         exact.
-    finetune_lr, prefit, memory, random_state
+    finetune_lr, prefit, memory, random_state, keep_base
         See :class:`~skcompress.compression.BaseCompressor`.
 
     Attributes
@@ -311,6 +311,7 @@ class VariationalPruner(BaseCompressor):
         prefit=False,
         memory=None,
         random_state=None,
+        keep_base=False,
     ):
         super().__init__(
             estimator,
@@ -319,6 +320,7 @@ class VariationalPruner(BaseCompressor):
             prefit=prefit,
             memory=memory,
             random_state=random_state,
+            keep_base=keep_base,
         )
         self.strength = strength
         self.threshold = threshold

@@ -1,0 +1,335 @@
+"""Fine-tuning defaults (learning-rate rule, warm-up and cosine schedule,
+BatchNorm recalibration) and bounded memory (``keep_base``).
+
+Tiny nets on 8x8 digits, one or two epochs.
+"""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from skorch.callbacks import Callback
+from torch import nn
+
+from skcompress.compression import Distiller, LowRankCompressor, Pruner, Quantizer
+from skcompress.compression._base import (
+    FINETUNE_LR_FACTOR,
+    WarmupCosineLR,
+    recalibrate_batchnorm,
+    scheduled_lr,
+)
+from skcompress.models import make_digits_net, make_resnet_net
+from skcompress.search import speedup_score
+
+N = 96
+
+
+@pytest.fixture(scope="module")
+def small(data):
+    X, y = data
+    return X[:N], y[:N]
+
+
+class LrSpy(Callback):
+    """Records the learning rate every training batch was stepped with."""
+
+    def __init__(self):
+        self.lrs_ = []
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            self.lrs_.append(net.optimizer_.param_groups[0]["lr"])
+
+
+def _resnet(**kw):
+    params = dict(module__width=4, module__in_channels=1, max_epochs=1,
+                  batch_size=32)
+    params.update(kw)
+    return make_resnet_net(8, **params)
+
+
+@pytest.fixture(scope="module")
+def resnet(small):
+    torch.manual_seed(0)
+    return _resnet().fit(*small)
+
+
+def _state(net):
+    return {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
+
+
+def _assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+# ------------------------------------------------------------ the schedule
+def test_scheduled_lr_warms_up_then_decays_by_a_half_cosine():
+    lr, total = 0.1, 100  # warm-up: 5 steps
+    values = [scheduled_lr(lr, step, total) for step in range(total)]
+    np.testing.assert_allclose(values[:5], [lr * k / 5 for k in range(1, 6)])
+    for step in (5, 30, 77, 99):
+        expected = lr * 0.5 * (1 + math.cos(math.pi * (step - 5) / 95))
+        assert values[step] == pytest.approx(expected)
+    assert all(a >= b for a, b in zip(values[4:], values[5:]))
+    assert 0 < values[-1] < 1e-3 * lr
+    assert scheduled_lr(lr, 500, total) == values[-1]  # past the end
+    assert scheduled_lr(lr, 0, 1) == lr  # one step: the peak
+
+
+def test_finetuning_uses_the_lr_rule_and_the_schedule(small):
+    X, y = small
+    spy = LrSpy()
+    net = _resnet(lr=0.004, callbacks=[("spy", spy)]).fit(X, y)
+    spy.lrs_.clear()
+    pruner = Pruner(net, sparsity=0.5, finetune_epochs=2, prefit=True,
+                    random_state=0).fit(X, y)
+    steps = 2 * math.ceil(N / 32)
+    peak = FINETUNE_LR_FACTOR * 0.004
+    assert pruner._finetune_lr(net) == pytest.approx(peak)
+    # the spy on the user's net was copied with it: it saw the fine-tuning
+    fitted_spy = dict(pruner.estimator_.callbacks_)["spy"]
+    np.testing.assert_allclose(
+        fitted_spy.lrs_, [scheduled_lr(peak, s, steps) for s in range(steps)])
+    assert max(fitted_spy.lrs_) == pytest.approx(peak)
+
+
+def test_an_explicit_finetune_lr_is_the_peak(small, resnet):
+    X, y = small
+    net = copy.deepcopy(resnet)
+    net.callbacks_.append(("spy", LrSpy()))
+    fitted = Pruner(net, finetune_lr=0.01, finetune_epochs=1, prefit=True,
+                    random_state=0).fit(X, y)
+    assert dict(net.callbacks_)["spy"].lrs_ == []  # the user's net is not trained
+    steps = math.ceil(N / 32)
+    lrs = dict(fitted.estimator_.callbacks_)["spy"].lrs_
+    np.testing.assert_allclose(lrs, [scheduled_lr(0.01, s, steps)
+                                     for s in range(steps)])
+
+
+def test_no_schedule_is_left_on_the_fitted_net_and_its_lr_is_kept(small):
+    X, y = small
+    net = _resnet(optimizer=torch.optim.SGD, lr=0.05,
+                  optimizer__momentum=0.9).fit(X, y)
+    names_before = [name for name, _ in net.callbacks_]
+    fitted = Quantizer(Pruner(net, prefit=True, finetune_epochs=1),
+                       finetune_epochs=1, random_state=0).fit(X, y)
+    for model in (fitted.estimator_, fitted.base_estimator_.estimator_):
+        assert [name for name, _ in model.callbacks_] == names_before
+        assert not any(isinstance(cb, WarmupCosineLR) for _, cb in model.callbacks_)
+        assert model.lr == 0.05  # not compounded by the chain
+        # the net's own optimizer class and settings, no state kept
+        assert type(model.optimizer_) is torch.optim.SGD
+        assert model.optimizer_.defaults["momentum"] == 0.9
+        assert model.optimizer_.state == {}
+
+
+def test_a_student_trained_from_scratch_learns_at_its_own_lr(small, resnet):
+    X, y = small
+    student = make_digits_net(max_epochs=2, lr=0.003, batch_size=32,
+                              module__channels=(4, 8), module__hidden=16,
+                              callbacks=[("spy", LrSpy())])
+    distiller = Distiller(student, teacher=resnet, random_state=0).fit(X, y)
+    lrs = dict(distiller.estimator_.callbacks_)["spy"].lrs_
+    assert lrs == [0.003] * (2 * math.ceil(N / 32))  # constant, no schedule
+    # a prefit student is fine-tuned by the shared rule and schedule
+    prefit = Distiller(distiller.estimator_, teacher=resnet, prefit=True,
+                       finetune_epochs=1, random_state=0)
+    schedule = prefit._lr_schedule(distiller.estimator_, 1)
+    assert isinstance(schedule, WarmupCosineLR)
+    assert schedule.lr == pytest.approx(FINETUNE_LR_FACTOR * 0.003)
+
+
+def test_pruning_rounds_split_finetune_epochs_over_the_data(small, resnet):
+    X, y = small
+    before = len(resnet.history)
+    fitted = Pruner(resnet, sparsity=0.6, n_steps=2, finetune_epochs=3,
+                    prefit=True, random_state=0).fit(X, y)
+    assert len(fitted.estimator_.history) - before == 3
+    epochs = fitted.estimator_.history[before:]
+    assert all(row["train_batch_count"] == math.ceil(N / 32) for row in epochs)
+
+
+# ---------------------------------------------- BatchNorm recalibration
+class ConvBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.bn = nn.BatchNorm2d(3, momentum=0.3)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(3, 10)
+
+    def forward(self, x):
+        x = self.drop(self.bn(self.conv(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def _convbn_net(batch_size):
+    from skorch import NeuralNetClassifier
+
+    return NeuralNetClassifier(ConvBN, batch_size=batch_size, max_epochs=1,
+                               train_split=None, verbose=0).initialize()
+
+
+def _by_hand(conv, X):
+    with torch.no_grad():
+        out = conv(torch.as_tensor(X))
+    return out.mean(dim=(0, 2, 3)), out.var(dim=(0, 2, 3), unbiased=True)
+
+
+def test_recalibration_gives_the_batch_statistics(small):
+    X, _ = small
+    net = _convbn_net(batch_size=N)  # one batch
+    net.module_.eval()
+    assert recalibrate_batchnorm(net, X) == 1
+    bn = net.module_.bn
+    mean, var = _by_hand(net.module_.conv, X)
+    torch.testing.assert_close(bn.running_mean, mean)
+    torch.testing.assert_close(bn.running_var, var)
+    # momentum and every module's mode are put back, weights unchanged
+    assert bn.momentum == 0.3
+    assert not any(m.training for m in net.module_.modules())
+
+
+def test_recalibration_averages_batches_and_caps_the_samples(small):
+    X, _ = small
+    net = _convbn_net(batch_size=16)
+    recalibrate_batchnorm(net, X, n_samples=32, seed=3)
+    idx = torch.randperm(N, generator=torch.Generator().manual_seed(3))[:32]
+    idx = idx.sort().values.numpy()
+    stats = [_by_hand(net.module_.conv, X[idx[i:i + 16]]) for i in (0, 16)]
+    bn = net.module_.bn
+    torch.testing.assert_close(bn.running_mean, (stats[0][0] + stats[1][0]) / 2)
+    torch.testing.assert_close(bn.running_var, (stats[0][1] + stats[1][1]) / 2)
+    assert int(bn.num_batches_tracked) == 2
+    assert net.module_.training  # was in training mode, still is
+
+
+@pytest.mark.parametrize("epochs", [0, 1])
+def test_a_compressed_net_carries_the_batch_statistics(small, epochs):
+    """After the fit, the running statistics of every BatchNorm are the batch
+    statistics of the final weights over X (one batch: all 96 samples, under
+    2,048), each layer normalising with batch statistics, as in training."""
+    X, y = small
+    torch.manual_seed(0)
+    net = _resnet(batch_size=128).fit(X, y)
+    fitted = LowRankCompressor(net, rank=0.5, finetune_epochs=epochs,
+                               prefit=True, random_state=0).fit(X, y)
+    module = fitted.estimator_.module_
+    replay = copy.deepcopy(module).eval()  # by hand: BatchNorm in train mode
+    for layer in replay.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.train()
+    inputs = {}
+
+    def grab(name):
+        def hook(mod, args):
+            inputs[name] = args[0].detach()
+        return hook
+
+    norms = {name: m for name, m in module.named_modules()
+             if isinstance(m, nn.BatchNorm2d)}
+    handles = [m.register_forward_pre_hook(grab(n))
+               for n, m in replay.named_modules() if n in norms]
+    with torch.no_grad():
+        replay(torch.as_tensor(X))
+    for handle in handles:
+        handle.remove()
+    assert len(inputs) == len(norms) > 5
+    for name, bn in norms.items():
+        x = inputs[name]
+        torch.testing.assert_close(bn.running_mean, x.mean(dim=(0, 2, 3)),
+                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bn.running_var, x.var(dim=(0, 2, 3)),
+                                   rtol=1e-4, atol=1e-5)
+        assert bn.momentum == 0.1
+
+
+def test_recalibration_runs_even_without_finetuning(small, resnet):
+    X, y = small
+    fitted = Pruner(resnet, sparsity=0.8, finetune_epochs=0, prefit=True,
+                    random_state=0).fit(X, y)
+    base_bn = resnet.module_.bn1
+    bn = fitted.estimator_.module_.bn1
+    assert not torch.equal(bn.running_mean, base_bn.running_mean)
+    assert bn.momentum == base_bn.momentum
+
+
+# -------------------------------------------------------------- memory
+def _tensors(obj):
+    from skcompress._nets import find_net
+
+    module = find_net(obj).module_
+    return [*module.parameters(), *module.buffers()]
+
+
+def test_fitted_nets_share_nothing_with_the_users_net(small, resnet):
+    X, y = small
+    before = _state(resnet)
+    fitted = Pruner(resnet, finetune_epochs=1, prefit=True, random_state=0).fit(X, y)
+    _assert_same_state(before, _state(resnet))
+    user = {t.data_ptr() for t in _tensors(resnet)}
+    for model in (fitted.base_estimator_, fitted.estimator_):
+        assert user.isdisjoint(t.data_ptr() for t in _tensors(model))
+        assert model.optimizer_.state == {}
+
+
+def test_a_chain_keeps_no_inner_base_by_default(small, resnet):
+    X, y = small
+    before = _state(resnet)
+    chain = Quantizer(Pruner(resnet, prefit=True, finetune_epochs=0),
+                      finetune_epochs=0, random_state=0).fit(X, y)
+    inner = chain.base_estimator_
+    assert "base_estimator_" not in vars(inner)
+    assert hasattr(inner, "estimator_")  # where the outer fit started
+    skeleton = inner.base_skeleton_
+    assert all(t.is_meta for t in [*skeleton.parameters(), *skeleton.buffers()])
+    assert type(skeleton) is type(resnet.module_)
+    assert chain.original_size_bytes_ == pytest.approx(4 * sum(
+        t.numel() for t in [*resnet.module_.parameters(), *resnet.module_.buffers()]
+        if t.is_floating_point()), rel=0.01)
+    assert speedup_score(chain, X) > 0  # times the base from its skeleton
+    _assert_same_state(before, _state(resnet))
+    np.testing.assert_array_equal(chain.predict(X), chain.estimator_.predict(X))
+
+
+def test_keep_base_true_keeps_the_inner_base(small, resnet):
+    X, y = small
+    chain = Quantizer(Pruner(resnet, prefit=True, finetune_epochs=0),
+                      finetune_epochs=0, keep_base=True, random_state=0).fit(X, y)
+    inner_base = chain.base_estimator_.base_estimator_
+    _assert_same_state(_state(resnet), _state(inner_base))
+    assert not hasattr(chain.base_estimator_, "base_skeleton_")
+
+
+def test_a_prefit_inner_compressor_is_not_stripped(small, resnet):
+    X, y = small
+    pruner = Pruner(resnet, prefit=True, finetune_epochs=0, random_state=0).fit(X, y)
+    Quantizer(pruner, prefit=True, finetune_epochs=0, random_state=0).fit(X, y)
+    assert "base_estimator_" in vars(pruner)  # the user's object
+
+
+def test_three_level_chain_keeps_one_skeleton(small, resnet):
+    X, y = small
+    inner = Pruner(resnet, prefit=True, finetune_epochs=0)
+    chain = Quantizer(Quantizer(inner, bits=8, finetune_epochs=0),
+                      bits=4, finetune_epochs=0, random_state=0).fit(X, y)
+    middle = chain.base_estimator_
+    assert "base_estimator_" not in vars(middle)
+    assert type(middle.base_skeleton_) is type(resnet.module_)
+    assert speedup_score(chain, X) > 0
+
+
+def test_keep_base_is_validated_and_cloned():
+    from sklearn.base import clone
+
+    pruner = Quantizer(_resnet(), keep_base=True)
+    assert clone(pruner).keep_base is True
+    assert pruner.get_params()["keep_base"] is True
+    with pytest.raises(ValueError, match="keep_base"):
+        Quantizer(_resnet(), keep_base="yes").fit(np.zeros((4, 1, 8, 8),
+                                                           np.float32),
+                                                  np.arange(4))
