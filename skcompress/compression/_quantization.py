@@ -126,7 +126,8 @@ class UniformQuantize(nn.Module):
         if self.zero_point.any():  # adding zeros changes no symbol
             q.add_(self._broadcast(self.zero_point, weight))
         q.clamp_(self.qmin, self.qmax).sub_(self.qmin)
-        return q.to(torch.uint8)
+        # numpy's float32 -> uint8 cast is about 3x faster than torch's
+        return torch.from_numpy(q.cpu().numpy().astype(np.uint8))
 
     def extra_repr(self):
         return f"bits={self.bits}, qmin={self.qmin}, qmax={self.qmax}"
@@ -301,7 +302,9 @@ class Quantizer(BaseCompressor):
     target_bits : float in [2, 8] or None, default=None
         With ``bits="auto"`` (and only then): the most bits per weight on
         average over the quantized layers, weighted by their numbers of
-        weights. Grid-searchable like any setting.
+        nonzero weights (the weights the file stores symbols for: all of
+        them in a dense net, the survivors in a pruned one,
+        ``Quantizer(Pruner(net))``). Grid-searchable like any setting.
     method : {"kmeans", "uniform"}, default="kmeans"
     symmetric : bool, default=True
         Uniform only: zero point 0 and a grid symmetric around zero.
@@ -477,7 +480,11 @@ report_, fit_time_ :
                             layers=names, scoring=scoring)
         drops = {name: dict(zip(rows["value"], rows["drop"]))
                  for name, rows in table.groupby("layer", sort=False)}
-        return allocate_bits(drops, table.attrs["n_weights"], self.target_bits)
+        # the budget counts stored symbols: a pruned layer's zeros cost none
+        modules = dict(net.module_.named_modules())
+        stored = {name: max(int((modules[name].weight != 0).sum()), 1)
+                  for name in drops}
+        return allocate_bits(drops, stored, self.target_bits)
 
     @property
     def layers_(self):

@@ -346,6 +346,21 @@ def test_auto_bits_protects_an_artificially_fragile_layer(trained):
     assert protected["fc2"] == max(protected.values())
 
 
+def test_auto_bits_budget_counts_the_stored_weights_of_a_pruned_net(trained):
+    """After pruning, the budget is over the nonzeros (the symbols the file
+    stores): a layer's zeros do not buy bits for the others."""
+    net, X, y = trained
+    pruner = Pruner(net, sparsity=0.9, finetune_epochs=0, prefit=True,
+                    random_state=0).fit(X[:300], y[:300])
+    q = Quantizer(pruner, bits="auto", target_bits=3.0, method="uniform",
+                  finetune_epochs=0, prefit=True, random_state=0).fit(
+        X[:300], y[:300])
+    module = q.estimator_.module_
+    nonzeros = {name: int((module.get_submodule(name).weight != 0).sum())
+                for name in q.bits_}
+    assert _mean_bits(q.bits_, nonzeros) <= 3.0
+
+
 def test_auto_bits_is_grid_searchable(trained):
     net, X, y = trained
     template = Quantizer(net, bits="auto", method="uniform", layers=["fc1", "fc2"],
