@@ -61,6 +61,15 @@ def test_positions_round_trip(shape, density):
     np.testing.assert_array_equal(got, np.flatnonzero(mask))
 
 
+@pytest.mark.parametrize("shape", [(64,), (10, 7), (7, 10), (8, 3, 3, 3), (1, 1),
+                                   (300, 2), (2, 300)])
+def test_positions_of_all_zeros_are_what_the_search_picks(shape):
+    mask = np.zeros(shape, dtype=bool)
+    meta, streams = positions.encode(mask, shape)
+    assert (meta, streams) == positions._searched(mask, shape)
+    assert positions.decode(meta, streams[0], streams[1], shape, 0).size == 0
+
+
 def test_positions_cost_about_their_line_entropy():
     """Lines of different densities each cost about l * H(k / l) bits."""
     rng = np.random.default_rng(0)

@@ -196,6 +196,13 @@ def _count_dtype(length):
 def encode(mask, shape):
     """``(meta, arrays)`` coding the nonzero positions of boolean ``mask``."""
     mask = np.asarray(mask, dtype=bool).reshape(shape)
+    if not mask.any():  # what the search gives, without the search
+        return _all_zero(shape)
+    return _searched(mask, shape)
+
+
+def _searched(mask, shape):
+    """:func:`encode` by the search over orientations and models."""
     options = [(_choice(_view(mask, shape, t)), t) for t in (
         (False, True) if len(shape) > 1 else (False,))]
     (_, model, kept, counts), transpose = min(options, key=lambda o: o[0][0])
@@ -234,6 +241,20 @@ def encode(mask, shape):
     meta = {"transpose": bool(transpose), "model": "geometric"}
     arrays = [_side_stream(kept, counts, escapes), words.astype("<u4").tobytes()]
     return meta, arrays
+
+
+def _all_zero(shape):
+    """The positions of an all-zero tensor: no words, and the orientation
+    whose side stream is shorter (the first on a tie), as :func:`encode`'s
+    search would pick (every line costs 0 bits there)."""
+    best = None
+    for transpose in (False, True) if len(shape) > 1 else (False,):
+        n_lines, n_cols = stream_sizes(shape, transpose)
+        side = _side_stream(np.zeros(n_cols, dtype=bool),
+                            np.zeros(n_lines, dtype=np.int64))
+        if best is None or len(side) < len(best[1]):
+            best = (transpose, side)
+    return {"transpose": bool(best[0]), "model": "geometric"}, [best[1], b""]
 
 
 def stream_sizes(shape, transpose):
