@@ -32,7 +32,7 @@ __all__ = ["plot_sensitivity", "sensitivity"]
 
 # Fit-flow parameters every compressor shares: not a compression setting.
 _SHARED = ("estimator", "layers", "finetune_epochs", "finetune_lr", "prefit",
-           "memory", "random_state")
+           "memory", "random_state", "keep_base")
 
 # values=None: a sweep from mild to harsh for the usual settings.
 DEFAULT_VALUES = {
