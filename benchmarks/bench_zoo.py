@@ -9,9 +9,13 @@ Issue 11's targets, measured:
   [0, 1], ``train_test_split(test_size=0.2, stratify=y, random_state=0)``),
   are handed with ``prefit=True`` to every registered technique at its
   default setting and default fine-tuning (only ``random_state`` set); the
-  target is an accuracy drop of at most 1.5 points. Rows give the accuracy
-  before and after, the file size ratio, the latency ratio (batch 256, one
-  thread, same process) and the fit's peak extra resident memory.
+  target is an accuracy drop of at most 1.5 points, against the base as
+  trained and against the base with its BatchNorm statistics recalibrated
+  the way compressors do it (a net trained briefly with Adam can gain
+  several points from that alone, which would flatter the compressors).
+  Rows give the accuracy before and after, the file size ratio, the latency
+  ratio (batch 256, one thread, same process) and the fit's peak extra
+  resident memory.
 - **memory**: a ResNet-18 (:func:`skcompress.models.make_resnet18_net`, 1
   input channel, initialised, not trained) compressed by every technique with
   ``prefit=True`` and ``finetune_epochs=0`` on 64 images. Each fit runs in a
@@ -35,6 +39,7 @@ The base nets are trained once and cached (``joblib.Memory`` under
 """
 
 import argparse
+import copy
 import gc
 import json
 import multiprocessing
@@ -50,6 +55,7 @@ from sklearn.model_selection import train_test_split
 
 from skcompress.accounting import dense_size_bytes
 from skcompress.compression import _registry
+from skcompress.compression._base import recalibrate_batchnorm
 from skcompress.datasets import load_mnist_5k
 from skcompress.models import make_mobilenet_net, make_resnet18_net, make_resnet_net
 from skcompress.search import compare_to_base
@@ -145,8 +151,15 @@ def accuracy_rows(name, data, *, base_epochs, student_epochs, cache, quick,
     Xtr, Xte, ytr, yte = data
     base = Memory(cache, verbose=0).cache(train_base)(name, base_epochs, quick)
     base_acc = float(base.score(Xte, yte))
+    # Compressors recompute BatchNorm statistics; the same on the base alone
+    # tells how much of an accuracy change is owed to that, not to the rest.
+    recalibrated = copy.deepcopy(base)
+    recalibrate_batchnorm(recalibrated, Xtr, ytr)
+    recal_acc = float(recalibrated.score(Xte, yte))
+    del recalibrated
     print(f"{name}: base accuracy {base_acc:.4f} after {base_epochs} epochs "
-          f"({getattr(base, 'train_time_', float('nan')):.0f} s)", flush=True)
+          f"({getattr(base, 'train_time_', float('nan')):.0f} s), "
+          f"{recal_acc:.4f} with BatchNorm recalibrated", flush=True)
     rows = []
     for technique in _registry.techniques():
         if only and technique.name not in only:
@@ -170,16 +183,20 @@ def accuracy_rows(name, data, *, base_epochs, student_epochs, cache, quick,
         row.update(compare_to_base(compressor, base, Xte, yte, latency=True))
         acc = row.pop("score")
         row.update(
-            base_accuracy=base_acc, accuracy=acc,
-            drop_points=100.0 * (base_acc - acc),
+            base_accuracy=base_acc, base_recalibrated_accuracy=recal_acc,
+            accuracy=acc, drop_points=100.0 * (base_acc - acc),
+            drop_vs_recalibrated_points=100.0 * (recal_acc - acc),
             peak_extra_mb=(peak - rss0) / 2**20,
             fp32_mb=dense_size_bytes(base) / 2**20,
             fit_s=fit_s,
         )
-        row["meets_target"] = bool(row["drop_points"] <= TARGET_DROP)
+        row["meets_target"] = bool(
+            max(row["drop_points"], row["drop_vs_recalibrated_points"]) <= TARGET_DROP)
         rows.append(row)
         print(f"  {technique.name}: {base_acc:.4f} -> {acc:.4f} "
-              f"(drop {row['drop_points']:.2f}), size x{row['size_ratio']:.2f}, "
+              f"(drop {row['drop_points']:.2f}, "
+              f"{row['drop_vs_recalibrated_points']:.2f} vs recalibrated), "
+              f"size x{row['size_ratio']:.2f}, "
               f"latency x{row['latency_ratio']:.2f}, "
               f"peak +{row['peak_extra_mb']:.0f} MB, {fit_s:.0f} s", flush=True)
         del compressor
@@ -302,8 +319,10 @@ def main(argv=None):
 
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         if rows:
-            cols = ["net", "technique", "base_accuracy", "accuracy", "drop_points",
-                    "size_ratio", "latency_ratio", "peak_extra_mb", "fit_s"]
+            cols = ["net", "technique", "base_accuracy",
+                    "base_recalibrated_accuracy", "accuracy", "drop_points",
+                    "drop_vs_recalibrated_points", "size_ratio", "latency_ratio",
+                    "peak_extra_mb", "fit_s"]
             df = pd.DataFrame(rows)
             print(df[[c for c in cols if c in df]].to_string(
                 index=False, float_format=lambda v: f"{v:.3g}"))
