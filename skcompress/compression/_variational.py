@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Callback
 from skorch.utils import to_tensor
 from torch import nn
 
@@ -167,27 +166,6 @@ def _elbo_criterion(net, loss):
         net.criterion_ = original
 
 
-class _LogSigmaLearningRate(Callback):
-    """Gives the ``log_sigma2`` parameters a param group of their own when
-    training starts: learning rate ``lr``, or ``factor`` times the first
-    group's."""
-
-    def __init__(self, params, lr=None, factor=10.0):
-        self.params = params
-        self.lr = lr
-        self.factor = factor
-
-    def on_train_begin(self, net, X=None, y=None, **kwargs):
-        optimizer = net.optimizer_
-        ids = {id(p) for p in self.params}
-        lr = self.lr
-        if lr is None:
-            lr = self.factor * optimizer.param_groups[0]["lr"]
-        for group in optimizer.param_groups:
-            group["params"] = [p for p in group["params"] if id(p) not in ids]
-        optimizer.add_param_group({"params": list(self.params), "lr": lr})
-
-
 def _accuracy(net, X, y):
     if not isinstance(net, NeuralNetClassifier) or y is None:
         return None
@@ -229,16 +207,14 @@ class VariationalPruner(BaseCompressor):
         paper's: dropout rate ``alpha > e**3 ~= 20``).
     init_log_sigma2 : float, default=-10.0
         Initial ``log(sigma**2)`` of every weight (the paper's).
-    alpha_lr : float or None, default=None
-        Learning rate of the ``log_sigma2`` parameters; ``None``: 10 times the
-        fine-tuning learning rate, so that ``log_alpha`` can travel its range
-        in a few epochs of fine-tuning rather than the paper's 200 of training.
     layers : None, "all" or list of str, default=None
         Conv2d / Linear layers to sparsify. ``None``: all of them but the
         depthwise convolutions (few weights, and one lost tap of a 3x3 filter
         hurts); the output layer takes part, since its sparsity is learned too.
     finetune_epochs : int, default=10
-        Epochs of variational training (the sparsity is learned during them).
+        Epochs of variational training (the sparsity is learned during them);
+        the ``log_sigma2`` parameters are trained with the weights, by the same
+        optimizer at the same learning rate and schedule.
     masked_epochs : int, default=0
         Epochs of ordinary fine-tuning after the threshold, with the mask kept
         exact.
@@ -291,7 +267,6 @@ class VariationalPruner(BaseCompressor):
         "strength": [Interval(numbers.Real, 0, None, closed="left")],
         "threshold": [Interval(numbers.Real, None, None, closed="neither")],
         "init_log_sigma2": [Interval(numbers.Real, None, None, closed="neither")],
-        "alpha_lr": [None, Interval(numbers.Real, 0, None, closed="neither")],
         "layers": [None, StrOptions({"all"}), list, tuple],
         "masked_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
     }
@@ -303,7 +278,6 @@ class VariationalPruner(BaseCompressor):
         strength=1.0,
         threshold=3.0,
         init_log_sigma2=-10.0,
-        alpha_lr=None,
         layers=None,
         finetune_epochs=10,
         masked_epochs=0,
@@ -325,7 +299,6 @@ class VariationalPruner(BaseCompressor):
         self.strength = strength
         self.threshold = threshold
         self.init_log_sigma2 = init_log_sigma2
-        self.alpha_lr = alpha_lr
         self.layers = layers
         self.masked_epochs = masked_epochs
 
@@ -336,9 +309,6 @@ class VariationalPruner(BaseCompressor):
                     f"{type(self).__name__}: {name} must be finite, got "
                     f"{getattr(self, name)!r}."
                 )
-
-    def _finetune_callbacks(self):
-        return list(getattr(self, "_extra_callbacks", ()))
 
     def _compress_and_finetune(self, net, X, y, rng):
         module = net.module_
@@ -356,16 +326,8 @@ class VariationalPruner(BaseCompressor):
                                  self.init_log_sigma2) as wrappers:
             loss = _ELBOLoss(net.criterion_, wrappers.values(),
                              self.strength / max(n_samples, 1))
-            params = [w.log_sigma2 for w in wrappers.values()]
-            # _finetune reads the extra callbacks from here; removed below
-            self._extra_callbacks = [
-                ("log_sigma2_lr", _LogSigmaLearningRate(params, self.alpha_lr))
-            ]
-            try:
-                with _elbo_criterion(net, loss):
-                    self._finetune(net, X, y, self.finetune_epochs)
-            finally:
-                del self._extra_callbacks
+            with _elbo_criterion(net, loss):
+                self._finetune(net, X, y, self.finetune_epochs)
             keep = {name: w.keep() for name, w in wrappers.items()}
             with torch.no_grad():
                 median_log_alpha = {
@@ -374,7 +336,7 @@ class VariationalPruner(BaseCompressor):
                     for name, w in wrappers.items()
                 }
         timings["finetune"] += time.perf_counter() - start
-        net.initialize_optimizer()  # drop the optimizer's log_sigma2 group
+        net.initialize_optimizer()  # forget the log_sigma2 parameters
 
         start = time.perf_counter()
         for name, layer in chosen:

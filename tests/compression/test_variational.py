@@ -142,7 +142,7 @@ def test_clone_pickle_and_grid_search(fitted_net, data, sparse):
 
 
 @pytest.mark.parametrize(("param", "value"), [
-    ("strength", -1.0), ("threshold", float("nan")), ("alpha_lr", 0.0),
+    ("strength", -1.0), ("threshold", float("nan")), ("init_log_sigma2", "a"),
     ("masked_epochs", -1), ("layers", "some"),
 ])
 def test_bad_parameters_are_named_and_leave_no_state(fitted_net, data, param, value):
