@@ -448,13 +448,15 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
     keep_base : bool, default=False
         Chains only (``estimator`` is a compressor): whether the fitted inner
         compressor, ``base_estimator_``, keeps its own ``base_estimator_``
-        (the nets below it, down to the uncompressed one). By default they
-        are dropped after the fit, so a chain holds two nets (the inner
-        compressor's ``estimator_``, where this fit started, and this one's)
-        instead of three or more; the inner compressor keeps its fitted
-        attributes and ``base_skeleton_``, the architecture of the
-        uncompressed net without weights (PyTorch's meta device), from which
-        the ``speedup`` scorer times the base. Plain nets are not affected.
+        (the nets below it, down to the uncompressed one) and its
+        ``encoded_`` file bytes. By default both are dropped after the fit,
+        so a chain holds two nets (the inner compressor's ``estimator_``,
+        where this fit started, and this one's) instead of three or more;
+        ``save`` encodes the inner compressor again when asked. The inner
+        compressor keeps its other fitted attributes and ``base_skeleton_``,
+        the architecture of the uncompressed net without weights (PyTorch's
+        meta device), from which the ``speedup`` scorer times the base.
+        Plain nets are not affected.
 
     Attributes
     ----------
@@ -845,13 +847,16 @@ def _drop_optimizer_state(net):
 
 def _drop_base(compressor):
     """``keep_base=False``: the fitted inner compressor of a chain loses its
-    ``base_estimator_`` (and what hangs below it); ``base_skeleton_``, the
-    uncompressed module on PyTorch's meta device, records its architecture.
+    ``base_estimator_`` (and what hangs below it) and its ``encoded_`` file
+    bytes (``save`` encodes again); ``base_skeleton_``, the uncompressed
+    module on PyTorch's meta device, records the base's architecture.
     """
     if "base_estimator_" not in vars(compressor):
         return
     compressor.base_skeleton_ = _base_skeleton(compressor)
     del compressor.base_estimator_
+    # its file bytes too: save() encodes the net again when asked
+    vars(compressor).pop("encoded_", None)
 
 
 def _base_skeleton(compressor):

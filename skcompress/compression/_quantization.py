@@ -35,12 +35,15 @@ class Codebook(nn.Module):
     def __init__(self, centroids, indices, bits):
         super().__init__()
         self.centroids = nn.Parameter(torch.as_tensor(centroids).detach().clone())
-        self.register_buffer("indices", torch.as_tensor(indices).detach().long())
         self.bits = int(bits)
+        # int8 up to 7 bits, int16 for 8 (indices and -1): int64 kept two
+        # more fp32-sized copies of every quantized weight in memory
+        dtype = torch.int8 if self.bits <= 7 else torch.int16
+        self.register_buffer("indices", torch.as_tensor(indices).detach().to(dtype))
 
     def forward(self, weight):
         centroids = self.centroids.to(weight.dtype)
-        values = centroids[self.indices.clamp(min=0)]
+        values = centroids[self.indices.clamp(min=0).int()]
         return torch.where(self.indices >= 0, values, torch.zeros_like(values))
 
     def encoding_hint(self):

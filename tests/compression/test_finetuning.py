@@ -20,6 +20,7 @@ from skcompress.compression._base import (
     recalibrate_batchnorm,
     scheduled_lr,
 )
+from skcompress.io import dumps, loads
 from skcompress.models import make_digits_net, make_resnet_net
 from skcompress.search import speedup_score
 
@@ -292,6 +293,9 @@ def test_a_chain_keeps_no_inner_base_by_default(small, resnet):
         t.numel() for t in [*resnet.module_.parameters(), *resnet.module_.buffers()]
         if t.is_floating_point()), rel=0.01)
     assert speedup_score(chain, X) > 0  # times the base from its skeleton
+    assert "encoded_" not in vars(inner)  # save encodes it again
+    assert len(dumps(inner)) == inner.size_bytes_
+    assert loads(dumps(chain)).predict(X).tolist() == chain.predict(X).tolist()
     _assert_same_state(before, _state(resnet))
     np.testing.assert_array_equal(chain.predict(X), chain.estimator_.predict(X))
 
@@ -321,6 +325,19 @@ def test_three_level_chain_keeps_one_skeleton(small, resnet):
     assert "base_estimator_" not in vars(middle)
     assert type(middle.base_skeleton_) is type(resnet.module_)
     assert speedup_score(chain, X) > 0
+
+
+def test_codebook_indices_are_small_integers(small, resnet):
+    X, y = small
+    for bits in (4, 8):
+        q = Quantizer(resnet, bits=bits, finetune_epochs=0, prefit=True,
+                      random_state=0).fit(X, y)
+        codebooks = [m for m in q.estimator_.module_.modules()
+                     if type(m).__name__ == "Codebook"]
+        assert codebooks
+        for c in codebooks:  # int8 holds -1 .. 127, int16 the rest
+            assert c.indices.dtype == (torch.int8 if c.bits <= 7 else torch.int16)
+            assert int(c.indices.max()) < c.centroids.numel()
 
 
 def test_keep_base_is_validated_and_cloned():

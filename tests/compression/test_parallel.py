@@ -54,7 +54,7 @@ def make_search(n_jobs):
         callbacks=[("seed", SeedTorch(0)), ("threads", RecordThreads())],
     )
     return GridSearchCV(
-        Pruner(net, finetune_epochs=1, random_state=0),
+        Pruner(net, finetune_epochs=1, finetune_lr=4e-2, random_state=0),
         {"sparsity": SPARSITIES},
         cv=2,
         scoring=SCORING,
