@@ -33,8 +33,10 @@ net = make_digits_net(random_state=0, max_epochs=5 if QUICK else 30)
 # Settings tuned in benchmarks/bench_compress.py and bench_quantize.py.
 pruner = Pruner(net, sparsity=0.9, n_steps=3, finetune_epochs=1 if QUICK else 3,
                 finetune_lr=5e-4, random_state=0)
+# keep_base=True: the chain keeps the trained base net (compared below);
+# by default only the inner compressor's result and its architecture are kept
 chain = Quantizer(pruner, bits=4, finetune_epochs=1, finetune_lr=5e-4,
-                  random_state=0)
+                  keep_base=True, random_state=0)
 # One fit does it all: train the net, prune it, then quantize the pruned net.
 chain.fit(Xtr, ytr)
 base = chain.base_estimator_.base_estimator_  # the trained, uncompressed net
