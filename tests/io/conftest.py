@@ -59,7 +59,8 @@ def bases(digits, X_small):
     """``{name: Base}``: ``dense``; ``pruned_kmeans`` (Pruner 0.8 then 3-bit
     k-means: sparse tensors, codebook values); ``uniform`` (4-bit uniform);
     ``big_sparse`` (hidden=512, Pruner 0.9: an fc1 of 512 x 1024 whose
-    positions take the model for large tensors)."""
+    positions take the byte models for large tensors, ``bitmap`` or
+    ``gaps``)."""
     torch.set_num_threads(1)  # the cases run in forked children
     X, y = digits
     net = make_digits_net(max_epochs=1, module__hidden=8).fit(X, y)

@@ -312,9 +312,15 @@ def test_duplicate_and_aliased_entries(dense):
         check_format_error(outcome, what=label)
 
 
-def _largest_sparse(base):
-    """The name and entry of the sparse tensor with the most nonzeros."""
-    items = [e for e in base.header["tensors"] if e.get("enc") == "sparse"]
+LINE_MODELS = ("enumerative", "geometric")
+BYTE_MODELS = ("bitmap", "gaps")
+
+
+def _largest_sparse(base, models=LINE_MODELS):
+    """The name and entry of the sparse tensor with the most nonzeros whose
+    positions use one of ``models``."""
+    items = [e for e in base.header["tensors"] if e.get("enc") == "sparse"
+             and e["meta"]["positions"]["model"] in models]
     assert items, f"{base.name} has no sparse tensor"
     item = max(items, key=lambda e: e["meta"]["nnz"])
     return item["name"], item
@@ -339,6 +345,49 @@ def _with_side(data, name, side, nnz=None):
     if nnz is not None:
         entry(header, name)["meta"]["nnz"] = nnz
     return pack(header, join_streams(header, streams))
+
+
+def test_byte_coded_positions_crafted_in_a_file(bases, X_small):
+    """fc1 of ``big_sparse`` (512 x 1024): its positions are one zstd frame
+    (bitmap or gaps); frames that declare too much, too little or other
+    positions fail fast, or load other weights."""
+    data = bases["big_sparse"].data
+    name, item = _largest_sparse(bases["big_sparse"], BYTE_MODELS)
+    size = int(np.prod(item["shape"]))
+    nnz = item["meta"]["nnz"]
+    header, blob = unpack(data)
+
+    def with_positions(frame, model=None, nnz_to=None):
+        header, blob = unpack(data)
+        streams = split_streams(header, blob)
+        streams[name][0] = frame
+        if model is not None:
+            entry(header, name)["meta"]["positions"]["model"] = model
+        if nnz_to is not None:
+            entry(header, name)["meta"]["nnz"] = nnz_to
+        return pack(header, join_streams(header, streams))
+
+    ones = np.zeros(size, dtype=bool)
+    ones[:nnz + 1] = True
+    cases = {
+        "bitmap of every cell": with_positions(
+            zstd.compress(b"\xff" * ((size + 7) // 8)), "bitmap"),
+        "bitmap with one nonzero too many": with_positions(
+            zstd.compress(np.packbits(ones).tobytes()), "bitmap"),
+        "bitmap of the wrong size": with_positions(
+            zstd.compress(b"\0" * (1 << 16)), "bitmap"),
+        "gaps declaring more than nnz + size // 255": with_positions(
+            zstd.compress(b"\xff" * (nnz + size // 255 + 1)), "gaps"),
+        "gaps of escapes only": with_positions(
+            zstd.compress(b"\xff" * nnz), "gaps"),
+        "gaps past the tensor": with_positions(
+            zstd.compress(b"\xfe" * nnz), "gaps"),
+        "every cell nonzero, gaps of zeros": with_positions(
+            zstd.compress(b"\0" * size), "gaps", nnz_to=size),
+    }
+    outcomes = run_cases([loads_case(f) for f in cases.values()])
+    for label, outcome in zip(cases, outcomes):
+        check_format_error(outcome, what=label)
 
 
 @pytest.mark.parametrize("base", ["pruned_kmeans", "big_sparse"])

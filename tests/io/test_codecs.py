@@ -49,6 +49,8 @@ def test_ans_many_streams_decode_in_order():
     ((64, 2048), 0.1), ((32, 16, 3, 3), 0.05), ((10,), 0.5), ((5, 7), 0.0),
     ((300, 600), 0.3), ((3, 1000), 0.001), ((1,), 1.0), ((4, 4), 1.0),
     ((2, 70000), 0.0005),  # gaps longer than an escape
+    ((512, 300), 0.05), ((512, 300), 0.5), ((600, 300), 0.0),  # byte models
+    ((1, 300000), 0.001),
 ])
 def test_positions_round_trip(shape, density):
     rng = np.random.default_rng(sum(shape))
@@ -92,6 +94,40 @@ def test_positions_reject_counts_that_do_not_add_up():
     with pytest.raises(FormatError, match="add up"):
         positions.decode(meta, streams[0], streams[1], mask.shape,
                          int(mask.sum()) + 1)
+
+
+@pytest.mark.parametrize("density,model", [(0.05, "gaps"), (0.5, "bitmap")])
+def test_large_tensors_use_byte_models_within_a_few_percent(density, model):
+    shape = (512, 300)  # over ZSTD_MIN_CELLS
+    mask = np.random.default_rng(3).random(shape) < density
+    meta, streams = positions.encode(mask, shape)
+    assert meta == {"model": model} and streams[1] == b""
+    _, lines = positions._searched(mask, shape)
+    assert sum(map(len, streams)) < 1.03 * sum(map(len, lines))
+
+
+def _gap_frame(symbols):
+    return zstd.compress(np.asarray(symbols, dtype=np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("meta,side,words,nnz,match", [
+    ({"model": "bitmap"}, zstd.compress(b"\xff" * 19200), b"", 5, "nnz"),
+    ({"model": "bitmap"}, zstd.compress(b"\x00" * 100), b"", 0, "expected size"),
+    ({"model": "gaps"}, _gap_frame([0, 1, 2]), b"", 4, "expected size"),
+    ({"model": "gaps"}, _gap_frame([0, 255, 255]), b"", 1, "nonzero count"),
+    ({"model": "gaps"}, _gap_frame([254] + [255] * 602 + [254]), b"", 2, "past"),
+    ({"model": "gaps"}, _gap_frame([0]), b"\0\0\0\0", 1, "second stream"),
+    ({"model": "gaps", "transpose": True}, _gap_frame([0]), b"", 1, "unknown"),
+])
+def test_byte_coded_positions_reject_crafted_streams(meta, side, words, nnz, match):
+    with pytest.raises(FormatError, match=match):
+        positions.decode(meta, side, words, (512, 300), nnz)
+
+
+def test_byte_models_are_refused_for_small_tensors():
+    with pytest.raises(FormatError, match="not for"):
+        positions.decode({"model": "bitmap"}, zstd.compress(b"\0" * 8), b"",
+                         (8, 8), 0)
 
 
 def test_zstd_checks_the_declared_size_before_decoding():
