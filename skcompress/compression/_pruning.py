@@ -437,7 +437,11 @@ default="lamp"
         removed (a depthwise convolution loses the channels of the layer
         before it); the next layer loses inputs regardless.
     finetune_epochs : int, default=3
-        Total epochs of fine-tuning, over all rounds.
+        Total epochs (passes over the training data) of fine-tuning, over
+        all rounds: ``n_steps=3, finetune_epochs=3`` fine-tunes one epoch
+        after each round. Each round's fine-tuning has its own warm-up and
+        cosine schedule and BatchNorm recalibration (a round given 0 epochs
+        is only recalibrated).
     finetune_lr, prefit, memory, random_state, keep_base
         See :class:`~skcompress.compression.BaseCompressor`.
 
