@@ -6,8 +6,19 @@ every experiment with ``prefit=True``. ``EXPERIMENTS`` maps a technique to a
 function ``(seed, base, data) -> list of rows`` (``benchmarks/bench_compress.py``
 merges it). Besides the protocol's columns, rows carry ``finetune_s``.
 
+The ``mixed`` experiment (per-layer sparsity from sensitivity, then mixed
+precision) chooses its setting by 3-fold cross-validation on the training
+split (``GridSearchCV``, each fold training its own base net, refit rule
+``smallest_within(0.005)``); the test split only scores the choice, and every
+candidate's test row is printed for the plot, not chosen from. It takes ~10
+minutes a seed on one core; seeds can run as separate processes:
+
     python benchmarks/bench_quantize.py --json quantize.json --plot quantize.png
     python benchmarks/bench_quantize.py --experiments chain --seeds 0
+    for s in 0 1 2; do python benchmarks/bench_quantize.py --seeds $s \\
+        --json seed$s.json & done; wait
+    python benchmarks/bench_quantize.py --merge seed0.json seed1.json seed2.json \\
+        --plot docs/quantize_tradeoff.png
 """
 
 import io
