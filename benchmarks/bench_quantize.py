@@ -187,14 +187,6 @@ def run_chain(seed, base, data):
     return rows
 
 
-def _candidates(grid):
-    for part in grid:
-        keys = list(part)
-        for values in np.array(np.meshgrid(*[np.arange(len(part[k])) for k in keys],
-                                           indexing="ij")).reshape(len(keys), -1).T:
-            yield {k: part[k][i] for k, i in zip(keys, values)}
-
-
 def _mixed_setting(params):
     bits = params["bits"]
     bits = f"auto target={params['target_bits']:g}" if bits == "auto" else bits
