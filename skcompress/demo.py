@@ -98,7 +98,7 @@ def candidates(quick=False):
     --------
     >>> from skcompress.demo import candidates
     >>> len(candidates(quick=True)), len(candidates())
-    (7, 21)
+    (8, 24)
     >>> candidates(quick=True)[0].setting
     'tucker rank=0.25'
     """
