@@ -65,7 +65,14 @@ def _float_values(values):
     return {"enc": "dense"}, [le_bytes(values, np.float32)]
 
 
-def _codebook_values(values, centroids=None, rows=1, row_of=None):
+def _large(size):
+    """Tensors of more cells than ``ANS_MAX_SYMBOLS`` are coded with zstd
+    throughout: their positions (``positions.ZSTD_MIN_CELLS``) and the
+    values of their nonzeros, whatever their count (docs/format.md)."""
+    return size >= positions.ZSTD_MIN_CELLS
+
+
+def _codebook_values(values, centroids=None, rows=1, row_of=None, large=False):
     """Centroids + symbols, or None when the values are not a codebook."""
     if centroids is None:
         centroids = np.unique(values)
@@ -79,7 +86,8 @@ def _codebook_values(values, centroids=None, rows=1, row_of=None):
     index = np.searchsorted(centroids, values).clip(0, centroids.size - 1)
     if not same(centroids[index], values):
         return None
-    sym_meta, streams = _encode_symbols(index, centroids.size, rows, row_of)
+    sym_meta, streams = _encode_symbols(index, centroids.size, rows, row_of,
+                                        large=large)
     return ({"enc": "codebook", "k": int(centroids.size), "sym": sym_meta},
             [le_bytes(centroids, np.float32), *streams])
 
@@ -170,7 +178,8 @@ def _sparse(w, value_hint=None):
     if value_hint is not None:
         rows = w.shape[0]
         coded = _codebook_values(values, value_hint.get("centroids"), rows,
-                                 np.flatnonzero(mask) // (w.size // rows))
+                                 np.flatnonzero(mask) // (w.size // rows),
+                                 large=_large(w.size))
     if coded is None:
         coded = _float_values(values)
     value_meta, value_streams = coded
@@ -217,7 +226,8 @@ def _from_indices(hint, shape, sparse):
         pos_meta, pos_streams = positions.encode(keep, shape)
         flat = np.flatnonzero(keep)
         sym_meta, sym_streams = _encode_symbols(indices.ravel()[flat], k, rows,
-                                                flat // (indices.size // rows))
+                                                flat // (indices.size // rows),
+                                                large=_large(indices.size))
         value_meta = {"enc": "codebook", "k": k, "sym": sym_meta}
         meta = {"nnz": int(flat.size), "positions": pos_meta, "values": value_meta}
         return EncodedTensor("sparse", meta, [

@@ -64,17 +64,18 @@ def _rows_of(count, rows, row_of):
     return np.repeat(np.arange(rows), count // rows)
 
 
-def encode(symbols, n_symbols, rows=1, row_of=None):
+def encode(symbols, n_symbols, rows=1, row_of=None, *, large=False):
     """``(meta, streams)`` of integer symbols in ``[0, n_symbols)``.
 
     Up to ``ANS_MAX_SYMBOLS`` symbols: ANS, with one frequency table per
     class of rows (``symbols`` seen as ``rows`` lines: output units whose
-    weights spread differently get their own model); above: zstd over the
-    byte-aligned packed symbols.
+    weights spread differently get their own model); above, or for the
+    values of a ``large`` tensor (more than ``ANS_MAX_SYMBOLS`` cells, sparse):
+    zstd over the byte-aligned packed symbols.
     """
     symbols = np.asarray(symbols).ravel()
     width = bits.width_for(n_symbols)
-    if symbols.size > ANS_MAX_SYMBOLS:
+    if symbols.size > ANS_MAX_SYMBOLS or large:
         return ({"n": int(n_symbols), "codec": "zstd"},
                 [zstd.compress(bits.pack(symbols, width).tobytes())])
     packed = bits.packed_size(symbols.size, width)
