@@ -376,7 +376,6 @@ def decode(meta, side, words, shape, n_nonzero):
     length = int(kept_ids.size)
     counts = np.frombuffer(side, dtype=dtype, offset=n_bitmap,
                            count=n_lines).astype(np.int64)
-    model = meta.get("model")
     if model not in ("enumerative", "geometric"):
         raise FormatError(f"unknown position model {model!r}")
     if (len(side) - fixed) % 4:
