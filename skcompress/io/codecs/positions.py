@@ -45,11 +45,12 @@ import numpy as np
 
 from ..errors import FormatError
 from . import ans, zstd
+from .symbols import ANS_MAX_SYMBOLS
 
 __all__ = ["decode", "encode"]
 
 ESCAPE = 255
-ZSTD_MIN_CELLS = (1 << 17) + 1
+ZSTD_MIN_CELLS = ANS_MAX_SYMBOLS + 1  # large tensors: one threshold for the format
 LINE_GAIN = 0.05
 ENUM_MAX_CELLS = 1 << 18
 ENUM_MAX_LENGTH = 1024
