@@ -17,6 +17,7 @@ from ._constraints import (
     run_with_hooks,
     select_layers,
 )
+from ._pruning import is_depthwise
 from ._quantization import UniformQuantize, uniform_grid
 from ._ste import straight_through
 
@@ -115,9 +116,11 @@ class Binarizer(BaseCompressor):
     and gradients pass through the straight-through estimator of Htanh
     (BinaryConnect). The file stores the signs with ``np.packbits`` plus one
     fp32 scale per channel: about 1/32 of fp32 for the binarized layers.
-    Biases stay fp32. The first convolution and the output layer are not
-    binarized by default (binarizing them costs the most accuracy and saves
-    the least); they get 8-bit integers (``keep_bits``).
+    Biases stay fp32. The first convolution, the output layer and depthwise
+    convolutions are not binarized by default (binarizing them costs the
+    most accuracy and saves the least: a depthwise 3x3 filter has 9 weights
+    and is its channel's only spatial filter); they get 8-bit integers
+    (``keep_bits``).
 
     Parameters
     ----------
@@ -137,11 +140,14 @@ class Binarizer(BaseCompressor):
         Needs at least two binarized layers.
     layers : None, "all" or list of str, default=None
         ``None``: every Conv2d / Linear except the first and the last in
-        forward order.
+        forward order and the depthwise convolutions (``groups ==
+        in_channels == out_channels > 1``, as in MobileNet); ``"all"``: every
+        Conv2d / Linear.
     keep_bits : int in [2, 8] or None, default=8
         The Conv2d / Linear layers that are not binarized (by default the
-        first and the last) get a symmetric per-channel uniform grid of this
-        many bits, kept exact through fine-tuning like the binary weights;
+        first, the last and the depthwise ones) get a symmetric per-channel
+        uniform grid of this many bits, kept exact through fine-tuning like
+        the binary weights;
         ``None`` keeps them fp32. Eight bits cost them almost no accuracy
         and a quarter of their size.
     finetune_epochs : int, default=5
@@ -241,6 +247,9 @@ report_, fit_time_ :
             skip_first=True,
             skip_last=True,
         )
+        if self.layers is None:
+            chosen = [(name, layer) for name, layer in chosen
+                      if not is_depthwise(layer)]
         thresholds = self._activation_thresholds(module, chosen, sample)
         for _, layer in chosen:
             with torch.no_grad():

@@ -195,3 +195,36 @@ def test_user_net_unchanged(fitted_net, binarized, with_activations):
     assert not any(constraints_of(m) for m in fitted_net.module_.modules())
     assert isinstance(fitted_net.module_.fc1, nn.Linear)
     assert fitted_net.module_.conv2.weight.abs().max() < 1  # never clipped in place
+
+
+def test_depthwise_convs_are_kept_at_keep_bits_by_default(data):
+    """A depthwise 3x3 filter has 9 weights: binarizing it destroys its
+    channel's only spatial filter, so the default keeps it at ``keep_bits``
+    like the first and last layers; ``layers="all"`` still binarizes it."""
+    from skcompress.compression._pruning import is_depthwise
+    from skcompress.models import make_mobilenet_net
+
+    X, y = data[0][:64], data[1][:64]
+    net = make_mobilenet_net(module__width_mult=0.1, module__in_channels=1,
+                             max_epochs=1, random_state=0).fit(X, y)
+    convs = {name: sub for name, sub in net.module_.named_modules()
+             if isinstance(sub, (nn.Conv2d, nn.Linear))}
+    depthwise = {name for name, sub in convs.items() if is_depthwise(sub)}
+    assert depthwise
+
+    default = Binarizer(net, prefit=True, finetune_epochs=0, random_state=0).fit(X, y)
+    module = default.estimator_.module_
+    assert not depthwise & set(default.layers_)
+    assert depthwise <= set(default.kept_layers_)
+    assert set(default.layers_) | set(default.kept_layers_) == set(convs)
+    for name in depthwise:
+        (constraint,) = constraints_of(module.get_submodule(name))
+        assert isinstance(constraint, UniformQuantize) and constraint.bits == 8
+    # the 1x1 convolutions between them are binarized
+    assert set(default.layers_) == set(convs) - depthwise - {
+        "features.0.0", "classifier.1"}
+
+    every = Binarizer(net, layers="all", prefit=True, finetune_epochs=0,
+                      random_state=0).fit(X, y)
+    assert depthwise <= set(every.layers_)
+    assert every.kept_layers_ == []
