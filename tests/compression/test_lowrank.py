@@ -67,7 +67,8 @@ def test_choose_rank():
 
 # ------------------------------------------------------------- estimator
 def test_full_rank_leaves_the_net_as_it_is(fitted_net, data):
-    compressor = lowrank(fitted_net, data, rank=1.0, finetune_epochs=0)
+    with pytest.warns(UserWarning, match="factorized no layer"):
+        compressor = lowrank(fitted_net, data, rank=1.0, finetune_epochs=0)
     assert compressor.factorized_layers_ == {}
     assert set(compressor.skipped_layers_) == {"conv1", "conv2", "fc1"}
     np.testing.assert_allclose(
@@ -118,7 +119,8 @@ def test_per_layer_ranks_and_energy(fitted_net, data):
 
 
 def test_layers_that_would_not_shrink_stay_dense(fitted_net, data):
-    compressor = lowrank(fitted_net, data, rank={"conv1": 4}, finetune_epochs=0)
+    with pytest.warns(UserWarning, match="factorized no layer"):
+        compressor = lowrank(fitted_net, data, rank={"conv1": 4}, finetune_epochs=0)
     assert compressor.factorized_layers_ == {}
     assert "not fewer than the dense" in compressor.skipped_layers_["conv1"]
 
@@ -170,3 +172,37 @@ def test_bad_params_raise_and_leave_the_net_alone(
     assert not hasattr(compressor, "estimator_")
     assert not hasattr(compressor, "factorized_layers_")
     assert_same_state(before, fitted_net)
+
+
+def _pointwise(module):
+    return {name for name, sub in module.named_modules()
+            if isinstance(sub, nn.Conv2d) and sub.kernel_size == (1, 1)}
+
+
+def test_pointwise_convolutions_stay_dense_by_default(data):
+    """MobileNetV2's 1x1 expansions and projections already are the low-rank
+    factors of its blocks: the default leaves them (and every other 1x1
+    conv) dense, says why, and factorizes them only when named."""
+    from skcompress.models import make_mobilenet_net
+
+    X, y = data[0][:64], data[1][:64]
+    net = make_mobilenet_net(module__width_mult=0.1, module__in_channels=1,
+                             max_epochs=1, random_state=0).fit(X, y)
+    pointwise = _pointwise(net.module_)
+    assert pointwise
+    default = LowRankCompressor(net, rank=0.5, prefit=True, finetune_epochs=0,
+                                random_state=0).fit(X, y)
+    assert not pointwise & set(default.factorized_layers_)
+    assert {name for name, why in default.skipped_layers_.items()
+            if why.startswith("1x1 convolution")} == pointwise
+    assert set(default.factorized_layers_) == {"features.0.0"}  # the 3x3 stem
+    for name in pointwise:  # still plain convolutions
+        assert isinstance(default.estimator_.module_.get_submodule(name), nn.Conv2d)
+
+    named = sorted(pointwise)[:2]
+    chosen = LowRankCompressor(net, rank=dict.fromkeys(named, 1), prefit=True,
+                               finetune_epochs=0, random_state=0).fit(X, y)
+    assert set(chosen.factorized_layers_) == set(named)
+    every = LowRankCompressor(net, rank=0.5, layers="all", prefit=True,
+                              finetune_epochs=0, random_state=0).fit(X, y)
+    assert pointwise & set(every.factorized_layers_)
