@@ -15,6 +15,7 @@ _SHARED = {
     "BaseCompressor": "._base",
     "CompressionResult": "._base",
     "ConstraintCallback": "._base",
+    "prune_dead_units": "._dead_units",
 }
 
 __all__ = sorted({*_SHARED, *_registry.classes()})

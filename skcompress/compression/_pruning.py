@@ -30,6 +30,7 @@ from ._constraints import (
     latent_weight,
     select_layers,
 )
+from ._dead_units import prune_dead_units
 
 __all__ = [
     "FloorImportance",
@@ -442,6 +443,12 @@ default="lamp"
         after each round. Each round's fine-tuning has its own warm-up and
         cosine schedule and BatchNorm recalibration (a round given 0 epochs
         is only recalibrated).
+    prune_dead_units : bool, default=False
+        At the end of the fit, also mask the incoming weights and the bias of
+        every unit whose outgoing weights were all pruned
+        (:func:`~skcompress.compression.prune_dead_units`): the outputs stay
+        exactly the same and the file is smaller, but ``sparsity_`` then
+        exceeds ``sparsity`` by the weights of those units.
     finetune_lr, prefit, memory, random_state, keep_base
         See :class:`~skcompress.compression.BaseCompressor`.
 
@@ -449,6 +456,9 @@ default="lamp"
     ----------
     estimator_ : skorch NeuralNet
         The pruned, fine-tuned net.
+    dead_units_ : dict
+        Layer -> number of units masked by ``prune_dead_units`` (empty when
+        it is off).
     layer_sparsity_ : dict
         Per pruned layer: fraction of zero weights (``"weight"``) or of removed
         output channels (``"filter"``). With ``allocation="sensitivity"``,
@@ -511,6 +521,7 @@ default="lamp"
         "n_steps": [Interval(numbers.Integral, 1, None, closed="left")],
         "min_density": [Interval(numbers.Real, 0, 1, closed="left")],
         "layers": [None, StrOptions({"all"}), list, tuple],
+        "prune_dead_units": ["boolean"],
     }
 
     def __init__(
@@ -525,6 +536,7 @@ default="lamp"
         n_steps=1,
         min_density=0.01,
         layers=None,
+        prune_dead_units=False,
         finetune_epochs=3,
         finetune_lr=None,
         prefit=False,
@@ -549,6 +561,7 @@ default="lamp"
         self.n_steps = n_steps
         self.min_density = min_density
         self.layers = layers
+        self.prune_dead_units = prune_dead_units
 
     def _check_params(self, X, y):
         if self.criterion == "bn_scale" and self.granularity == "weight":
@@ -606,7 +619,10 @@ default="lamp"
             start = time.perf_counter()
             self._finetune(net, X, y, epochs[step - 1])
             timings["finetune"] += time.perf_counter() - start
+        # exact whenever it runs: the zeros are fixed since the last round
+        dead = prune_dead_units(net.module_, example) if self.prune_dead_units else {}
         attributes = self._sparsity(net.module_, channels, units)
+        attributes["dead_units_"] = dead
         return CompressionResult(net, attributes, timings)
 
     def _kept(self, layer):

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn.utils import parametrize
@@ -16,7 +16,8 @@ from ._base import BaseCompressor
 from ._constraints import add_constraint, constraints_of, select_layers
 from ._ste import straight_through
 
-__all__ = ["Codebook", "Quantizer", "UniformQuantize", "allocate_bits"]
+__all__ = ["Codebook", "HalfPrecision", "Quantizer", "UniformQuantize",
+           "allocate_bits"]
 
 # Bit-widths bits="auto" chooses from (2 is the least a symmetric grid allows).
 AUTO_BITS = tuple(range(2, 9))
@@ -140,6 +141,25 @@ class UniformQuantize(nn.Module):
 
     def extra_repr(self):
         return f"bits={self.bits}, qmin={self.qmin}, qmax={self.qmax}"
+
+
+class HalfPrecision(nn.Module):
+    """Round a tensor to float16 values, kept in its own dtype.
+
+    The effective tensor holds only values a float16 represents exactly
+    (round to nearest even, clamped to the finite float16 range), so the
+    file stores it in 2 bytes a value (its ``fp16`` encoding, chosen because
+    it is exact) and ``load`` gives back the same bits. Fine-tuning reaches
+    the latent tensor through the identity straight-through estimator.
+    """
+
+    _FP16_MAX = float(torch.finfo(torch.float16).max)
+
+    def forward(self, weight):
+        with torch.no_grad():
+            value = weight.clamp(-self._FP16_MAX, self._FP16_MAX).to(
+                torch.float16).to(weight.dtype)
+        return straight_through(weight, value)
 
 
 def kmeans_codebook(weight, bits, random_state):
@@ -291,8 +311,9 @@ class Quantizer(BaseCompressor):
     through the straight-through estimator). The file stores the integers and
     scales.
 
-    Biases and BatchNorm parameters stay in fp32 (they are a small fraction
-    of the weights and sensitive); they are counted in the file size. On a
+    Biases stay in fp32 unless ``bias_bits`` is set, BatchNorm parameters
+    always (they are a small fraction of the weights and sensitive); they
+    are counted in the file size. On a
     pruned net (``Quantizer(Pruner(net), ...)``) zero weights stay exactly
     zero and only the nonzeros are clustered; the file stores their sparse
     positions plus the packed indices.
@@ -323,6 +344,18 @@ class Quantizer(BaseCompressor):
         Layers to quantize. ``None`` (= ``"all"``): every Conv2d / Linear,
         the input and output layers included (quantizing them costs little
         accuracy, unlike binarizing them).
+    bias_bits : None, int in [1, 8] or 16, default=None
+        Precision of the quantized layers' biases. ``None``: float32, as
+        trained. ``16``: rounded to float16 values in the module
+        (:class:`HalfPrecision`), stored in 2 bytes each. ``1`` to ``8``: a
+        k-means codebook of ``2**bias_bits`` centroids per layer, like the
+        weights (a zero bias, e.g. of a dead unit masked by an inner pruner,
+        stays zero and costs no centroid); a layer whose float32 centroids
+        would make the codebook larger than float16 biases (``4 * k +
+        bias_bits * n / 8 >= 2 * n`` bytes for ``n`` nonzero biases) gets
+        float16 instead. Either way the saved file
+        reproduces the fitted net bit for bit; the fine-tuning trains the
+        biases through the constraint (k-means: the centroids).
     finetune_epochs : int, default=1
         Quantization-aware fine-tuning epochs (0 disables it).
     finetune_lr : float or None, default=None
@@ -386,6 +419,8 @@ report_, fit_time_ :
         "symmetric": ["boolean"],
         "per_channel": ["boolean"],
         "layers": [None, StrOptions({"all"}), list, tuple],
+        "bias_bits": [None, Interval(numbers.Integral, 1, 8, closed="both"),
+                      Options(numbers.Integral, {16})],
     }
 
     def __init__(
@@ -398,6 +433,7 @@ report_, fit_time_ :
         symmetric=True,
         per_channel=True,
         layers=None,
+        bias_bits=None,
         finetune_epochs=1,
         finetune_lr=None,
         prefit=False,
@@ -420,10 +456,15 @@ report_, fit_time_ :
         self.symmetric = symmetric
         self.per_channel = per_channel
         self.layers = layers
+        self.bias_bits = bias_bits
 
     def _check_params(self, X, y):
         if isinstance(self.bits, bool):
             raise TypeError(f"bits must be an int in [1, 8], got {self.bits!r}.")
+        if isinstance(self.bias_bits, bool):
+            raise TypeError(
+                f"bias_bits must be None, an int in [1, 8] or 16, got "
+                f"{self.bias_bits!r}.")
         if self.bits == "auto":
             if self.target_bits is None:
                 raise ValueError(
@@ -472,7 +513,28 @@ report_, fit_time_ :
                     qmax,
                 )
             add_constraint(layer, constraint, "weight")
+            if self.bias_bits is not None and layer.bias is not None:
+                add_constraint(layer, self._bias_constraint(layer.bias.detach(), rng),
+                               "bias")
         return {"bits_": layer_bits}
+
+    def _bias_constraint(self, bias, rng):
+        """``HalfPrecision`` for ``bias_bits=16``, and where a codebook would
+        take more bytes than float16 (a few biases: the centroids dominate);
+        else a k-means codebook."""
+        if self.bias_bits == 16:
+            return HalfPrecision()
+        nonzero = bias[bias != 0]
+        k = min(2**self.bias_bits, int(nonzero.unique().numel()))
+        if 4 * k + math.ceil(nonzero.numel() * self.bias_bits / 8) >= (
+                2 * nonzero.numel()):
+            return HalfPrecision()
+        centroids, indices = kmeans_codebook(bias, self.bias_bits,
+                                             rng.randint(np.iinfo(np.int32).max))
+        bits = max(1, math.ceil(math.log2(max(len(centroids), 1))))
+        return Codebook(torch.from_numpy(centroids).to(bias.device),
+                        torch.from_numpy(indices).to(bias.device),
+                        min(bits, self.bias_bits))
 
     def _allocate(self, net, names, X, y, rng):
         """``bits="auto"``: each layer's bits from its sensitivity on ``X, y``."""

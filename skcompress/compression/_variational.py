@@ -37,6 +37,7 @@ from torch import nn
 
 from ._base import BaseCompressor, CompressionResult, _first_samples
 from ._constraints import Mask, add_constraint, select_layers
+from ._dead_units import prune_dead_units
 from ._pruning import is_depthwise
 
 __all__ = ["VariationalPruner", "kl_approximation"]
@@ -218,6 +219,13 @@ class VariationalPruner(BaseCompressor):
     masked_epochs : int, default=0
         Epochs of ordinary fine-tuning after the threshold, with the mask kept
         exact.
+    prune_dead_units : bool, default=True
+        After the threshold, also mask the incoming weights and the bias of
+        every unit (output neuron or channel) whose outgoing weights were all
+        removed (:func:`~skcompress.compression.prune_dead_units`): nothing
+        reads such a unit, so the outputs stay exactly the same and the file
+        is smaller. Units found this way are counted in ``sparsity_`` and
+        ``dead_units_``.
     finetune_lr, prefit, memory, random_state, keep_base
         See :class:`~skcompress.compression.BaseCompressor`.
 
@@ -231,8 +239,12 @@ class VariationalPruner(BaseCompressor):
         Per chosen layer, the fraction of its weights removed.
     layer_report_ : pandas.DataFrame
         What was learned, per chosen layer: ``weights``, ``kept``,
-        ``sparsity`` and the median ``log_alpha`` of the layer at the end of
-        training.
+        ``sparsity``, the median ``log_alpha`` of the layer at the end of
+        training and ``dead_units``, the units masked because nothing reads
+        them.
+    dead_units_ : dict
+        Layer -> number of units masked by ``prune_dead_units`` (layers with
+        at least one; empty when it is off).
     size_bytes_, original_size_bytes_, compression_ratio_, report_, fit_time_
         See :class:`~skcompress.compression.BaseCompressor`.
 
@@ -269,6 +281,7 @@ class VariationalPruner(BaseCompressor):
         "init_log_sigma2": [Interval(numbers.Real, None, None, closed="neither")],
         "layers": [None, StrOptions({"all"}), list, tuple],
         "masked_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "prune_dead_units": ["boolean"],
     }
 
     def __init__(
@@ -281,6 +294,7 @@ class VariationalPruner(BaseCompressor):
         layers=None,
         finetune_epochs=10,
         masked_epochs=0,
+        prune_dead_units=True,
         finetune_lr=None,
         prefit=False,
         memory=None,
@@ -301,6 +315,7 @@ class VariationalPruner(BaseCompressor):
         self.init_log_sigma2 = init_log_sigma2
         self.layers = layers
         self.masked_epochs = masked_epochs
+        self.prune_dead_units = prune_dead_units
 
     def _check_params(self, X, y):
         for name in ("strength", "threshold", "init_log_sigma2"):
@@ -339,18 +354,22 @@ class VariationalPruner(BaseCompressor):
         net.initialize_optimizer()  # forget the log_sigma2 parameters
 
         start = time.perf_counter()
+        masks = {name: Mask(keep[name]) for name, _ in chosen}
         for name, layer in chosen:
-            add_constraint(layer, Mask(keep[name]), "weight")
+            add_constraint(layer, masks[name], "weight")
+        dead = prune_dead_units(module, example) if self.prune_dead_units else {}
+        # the masks as prune_dead_units left them (it tightens them in place)
+        keep = {name: mask.mask for name, mask in masks.items()}
         timings["compress"] += time.perf_counter() - start
         start = time.perf_counter()
         self._finetune(net, X, y, self.masked_epochs)
         timings["finetune"] += time.perf_counter() - start
 
-        attributes = self._report(chosen, keep, median_log_alpha)
+        attributes = self._report(chosen, keep, median_log_alpha, dead)
         self._warn_collapse(base_accuracy, _accuracy(net, X, y))
         return CompressionResult(net, attributes, timings)
 
-    def _report(self, chosen, keep, median_log_alpha):
+    def _report(self, chosen, keep, median_log_alpha, dead):
         import pandas as pd
 
         rows = []
@@ -359,7 +378,8 @@ class VariationalPruner(BaseCompressor):
             kept = int(keep[name].sum())
             rows.append({"layer": name, "weights": n, "kept": kept,
                          "sparsity": 1 - kept / n,
-                         "median_log_alpha": median_log_alpha[name]})
+                         "median_log_alpha": median_log_alpha[name],
+                         "dead_units": dead.get(name, 0)})
         report = pd.DataFrame(rows).set_index("layer")
         total = int(report["weights"].sum())
         emptied = [name for name, row in report.iterrows() if row["kept"] == 0]
@@ -376,6 +396,7 @@ class VariationalPruner(BaseCompressor):
             "sparsity_": 1 - int(report["kept"].sum()) / total,
             "layer_sparsity_": report["sparsity"].to_dict(),
             "layer_report_": report,
+            "dead_units_": dict(dead),
         }
 
     def _warn_collapse(self, before, after):

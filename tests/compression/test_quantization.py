@@ -8,16 +8,25 @@ from sklearn.cluster import KMeans
 from sklearn.model_selection import GridSearchCV
 from torch import nn
 
+import skcompress
 from skcompress.compression import Pruner, Quantizer
 from skcompress.compression._constraints import Mask, add_constraint, constraints_of
 from skcompress.compression._quantization import (
     Codebook,
+    HalfPrecision,
     UniformQuantize,
     allocate_bits,
     kmeans_codebook,
     uniform_grid,
 )
-from skcompress.io import dumps, encode_tensor, load, save, tensor_storage_report
+from skcompress.io import (
+    dumps,
+    encode_tensor,
+    load,
+    loads,
+    save,
+    tensor_storage_report,
+)
 from skcompress.models import make_digits_net
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
@@ -217,6 +226,10 @@ def test_same_random_state_same_bytes(fitted_net, data):
         ({"method": "lloyd"}, ValueError, "method"),
         ({"method": "uniform", "bits": 1}, ValueError, "bits=1"),
         ({"layers": ["nope"]}, ValueError, "layers"),
+        ({"bias_bits": 0}, ValueError, "bias_bits"),
+        ({"bias_bits": 12}, ValueError, "bias_bits"),
+        ({"bias_bits": 4.0}, ValueError, "bias_bits"),
+        ({"bias_bits": True}, TypeError, "bias_bits"),
     ],
 )
 def test_bad_params_fail_at_fit_and_leave_net_alone(
@@ -382,3 +395,63 @@ def test_auto_bits_needs_target_bits(trained):
         Quantizer(net, bits="auto", prefit=True).fit(X[:50], y[:50])
     with pytest.raises(ValueError, match="target_bits"):
         Quantizer(net, bits="auto", target_bits=1.5, prefit=True).fit(X[:50], y[:50])
+
+
+@pytest.fixture(scope="module")
+def low_bias(fitted_net, data):
+    """bias_bits=16 and bias_bits=2 chains on the tiny net (biases: conv1 4,
+    conv2 8, fc1 16, fc2 10)."""
+    return {b: Quantizer(fitted_net, bits=3, bias_bits=b, finetune_epochs=1,
+                         prefit=True, random_state=0).fit(*data)
+            for b in (None, 16, 2)}
+
+
+def test_bias_bits_16_rounds_biases_to_float16(low_bias, X_test):
+    fitted = low_bias[16]
+    table = skcompress.io.encode_net(fitted).tensors
+    for name in ("conv1", "conv2", "fc1", "fc2"):
+        layer = fitted.estimator_.module_.get_submodule(name)
+        assert [type(c) for c in constraints_of(layer, "bias")] == [HalfPrecision]
+        bias = layer.bias.detach()
+        assert torch.equal(bias.half().float(), bias)
+        assert table.loc[f"{name}.bias", "encoding"] == "fp16"
+        assert table.loc[f"{name}.bias", "stored_bytes"] == 2 * bias.numel()
+    # float32 biases without it
+    plain = skcompress.io.encode_net(low_bias[None]).tensors
+    assert (plain.loc["fc1.bias", "stored_bytes"]
+            == 2 * table.loc["fc1.bias", "stored_bytes"])
+    data = dumps(fitted)
+    assert len(data) == fitted.size_bytes_
+    loaded = loads(data)
+    for key, value in loaded.module_.state_dict().items():
+        assert torch.equal(value, skcompress.io.bake(
+            fitted.estimator_.module_).state_dict()[key]), key
+    np.testing.assert_array_equal(loaded.predict_proba(X_test),
+                                  fitted.predict_proba(X_test))
+
+
+def test_bias_bits_codebook_where_it_is_smaller_than_float16(low_bias, X_test,
+                                                             fitted_net, data):
+    fitted = low_bias[2]
+    module = fitted.estimator_.module_
+    table = skcompress.io.encode_net(fitted).tensors
+    # 4 * 4 centroid bytes + 2 bits a bias: smaller than 2 bytes a bias for
+    # fc1 (16 biases) and fc2 (10); not for conv1 (4) and conv2 (8)
+    for name, kind in (("conv1", HalfPrecision), ("conv2", HalfPrecision),
+                       ("fc1", Codebook), ("fc2", Codebook)):
+        layer = module.get_submodule(name)
+        assert [type(c) for c in constraints_of(layer, "bias")] == [kind]
+        bias = layer.bias.detach()
+        if kind is Codebook:
+            assert bias.unique().numel() <= 4
+            assert table.loc[f"{name}.bias", "encoding"] == "codebook"
+        else:
+            assert torch.equal(bias.half().float(), bias)
+    assert fitted.size_bytes_ < low_bias[16].size_bytes_ < low_bias[None].size_bytes_
+    data_bytes = dumps(fitted)
+    assert len(data_bytes) == fitted.size_bytes_
+    np.testing.assert_array_equal(loads(data_bytes).predict_proba(X_test),
+                                  fitted.predict_proba(X_test))
+    # the same seed gives the same bytes, and clone keeps the parameter
+    again = clone(fitted).set_params(estimator=fitted_net).fit(*data)
+    assert dumps(again) == data_bytes
