@@ -65,11 +65,14 @@ def _float_values(values):
     return {"enc": "dense"}, [le_bytes(values, np.float32)]
 
 
-def _large(size):
-    """Tensors of more cells than ``ANS_MAX_SYMBOLS`` are coded with zstd
-    throughout: their positions (``positions.ZSTD_MIN_CELLS``) and the
-    values of their nonzeros, whatever their count (docs/format.md)."""
-    return size >= positions.ZSTD_MIN_CELLS
+def _byte_coded(pos_meta):
+    """Sparse tensors whose positions are byte-coded (tensors of more cells
+    than ``ANS_MAX_SYMBOLS``, ``positions.ZSTD_MIN_CELLS``, unless the line
+    models save more than ``positions.LINE_GAIN``) are coded with zstd
+    throughout: the values of their nonzeros too, whatever their count. Line
+    -coded positions are ANS-decoded anyway, and so are the values then
+    (docs/format.md)."""
+    return pos_meta.get("model") in ("bitmap", "gaps")
 
 
 def _codebook_values(values, centroids=None, rows=1, row_of=None, large=False):
@@ -179,7 +182,7 @@ def _sparse(w, value_hint=None):
         rows = w.shape[0]
         coded = _codebook_values(values, value_hint.get("centroids"), rows,
                                  np.flatnonzero(mask) // (w.size // rows),
-                                 large=_large(w.size))
+                                 large=_byte_coded(pos_meta))
     if coded is None:
         coded = _float_values(values)
     value_meta, value_streams = coded
@@ -227,7 +230,7 @@ def _from_indices(hint, shape, sparse):
         flat = np.flatnonzero(keep)
         sym_meta, sym_streams = _encode_symbols(indices.ravel()[flat], k, rows,
                                                 flat // (indices.size // rows),
-                                                large=_large(indices.size))
+                                                large=_byte_coded(pos_meta))
         value_meta = {"enc": "codebook", "k": k, "sym": sym_meta}
         meta = {"nnz": int(flat.size), "positions": pos_meta, "values": value_meta}
         return EncodedTensor("sparse", meta, [

@@ -172,3 +172,45 @@ def test_uniform_grid_round_trip_and_wrong_grid_falls_back():
     assert np.array_equal(out, w)
     wrong = encode(w, [{**hint, "scale": scale * 1.001}])
     assert wrong.encoding == "dense"  # a wrong hint is never trusted
+
+
+def test_large_tensor_with_dead_units_is_line_coded_with_ans_values():
+    """A pruned fc layer of 400,000 cells: 1 % of the weights, all in 280 of
+    its 500 units and 430 of its 800 inputs. The enumerative line model
+    (over the kept units) saves more than LINE_GAIN over the byte models, so
+    the positions are line-coded and the values ANS-coded too."""
+    rng = np.random.default_rng(0)
+    shape = (500, 800)
+    rows = rng.choice(500, 280, replace=False)
+    cols = rng.choice(800, 430, replace=False)
+    block = rng.random((280, 430)) < 0.03
+    mask = np.zeros(shape, dtype=bool)
+    mask[np.ix_(rows, cols)] = block
+    assert mask.size >= positions.ZSTD_MIN_CELLS
+    byte_meta, byte_streams = positions._byte_models(mask)
+    meta, streams = positions.encode(mask, shape)
+    assert meta["model"] == "enumerative"
+    assert sum(map(len, streams)) < (1 - positions.LINE_GAIN) * sum(
+        map(len, byte_streams))
+    assert np.array_equal(
+        positions.decode(meta, streams[0], streams[1], shape, int(mask.sum())),
+        np.flatnonzero(mask))
+    # the values of such a tensor (not uniform: entropy-coded): ANS, exact
+    centroids = np.array([-0.5, -0.1, 0.1, 0.5], dtype=np.float32)
+    values = centroids[rng.choice(4, shape, p=[0.05, 0.45, 0.45, 0.05])]
+    hints = [{"kind": "sparse"}, {"kind": "codebook"}]
+    w = np.where(mask, values, 0).astype(np.float32)
+    encoded = encode(w, hints)
+    assert encoded.encoding == "sparse"
+    assert encoded.meta["positions"]["model"] == "enumerative"
+    assert encoded.meta["values"]["sym"]["codec"] == "ans"
+    np.testing.assert_array_equal(
+        decode(encoded.encoding, encoded.meta, encoded.streams, shape, "float32"), w)
+    # as many nonzeros at iid positions: byte-coded positions, zstd values
+    iid = np.where(rng.random(shape) < mask.mean(), values, 0).astype(np.float32)
+    encoded = encode(iid, hints)
+    assert encoded.meta["positions"]["model"] in ("gaps", "bitmap")
+    assert encoded.meta["values"]["sym"]["codec"] == "zstd"
+    np.testing.assert_array_equal(
+        decode(encoded.encoding, encoded.meta, encoded.streams, shape, "float32"),
+        iid)

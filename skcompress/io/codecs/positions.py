@@ -28,8 +28,9 @@ more than enumerative coding, and decoding is one vectorized pass.
 Tensors of at least ``ZSTD_MIN_CELLS`` cells use byte-oriented models
 instead, as symbol streams do above ``ANS_MAX_SYMBOLS`` (ANS decodes tens of
 nanoseconds per symbol; zstd a gigabyte a second), whichever is smaller,
-unless the line models' closed-form cost is more than ``LINE_GAIN`` smaller
-(lines of very different densities):
+unless the line models' closed-form cost (geometric, or enumerative where
+the view of kept columns allows it) is more than ``LINE_GAIN`` smaller (lines
+of very different densities, e.g. a pruned layer's dead units and inputs):
 
 ``bitmap``: the row-major mask packed MSB-first, one zstd frame (within about
 1 % of the line models from 15 % density up);
@@ -215,10 +216,14 @@ def encode(mask, shape):
     if mask.size >= ZSTD_MIN_CELLS:
         meta, streams = _byte_models(mask)
         # lines of very different densities (dead units, dead inputs): the
-        # line models' closed-form cost says when they are worth their
-        # slower decoding
-        if _line_bytes_estimate(mask) < (1 - LINE_GAIN) * sum(map(len, streams)):
-            return _searched(mask, shape)
+        # line models are worth their slower decoding when they save more
+        # than LINE_GAIN; the closed-form estimate says when to search them,
+        # the search's own size decides
+        budget = (1 - LINE_GAIN) * sum(map(len, streams))
+        if _line_bytes_estimate(mask) < budget:
+            line_meta, line_streams = _searched(mask, shape)
+            if sum(map(len, line_streams)) < budget:
+                return line_meta, line_streams
         return meta, streams
     if not mask.any():  # what the search gives, without the search
         return _all_zero(shape)
@@ -270,13 +275,22 @@ def _decode_bytes(model, data, words, size, n_nonzero):
 
 
 def _line_bytes_estimate(mask):
-    """About what the geometric line model costs in its better orientation:
-    the closed form of :func:`_line_bits` (dead lines and columns cost
-    nothing) plus the line counts, from two sums over the mask."""
+    """About what the line models cost in their better orientation, from two
+    sums over the mask: the closed form of :func:`_line_bits` (geometric),
+    or of :func:`_enumerative_bits` where the view of kept columns allows
+    the enumerative model (dead lines and columns cost nothing), plus a byte
+    per nonempty line's count and the kept-column bitmap (the side stream,
+    whose empty lines zstd reduces to almost nothing)."""
     view = mask.reshape(mask.shape[0], -1)
     per_row, per_col = view.sum(axis=1), view.sum(axis=0)
-    return min(_line_bits(counts, np.count_nonzero(other)) / 8 + 2 * counts.size
-               for counts, other in ((per_row, per_col), (per_col, per_row)))
+    costs = []
+    for counts, other in ((per_row, per_col), (per_col, per_row)):
+        length = np.count_nonzero(other)
+        bits = _line_bits(counts, length)
+        if _fits_enumerative(counts.size, length):
+            bits = min(bits, _enumerative_bits(counts, length))
+        costs.append(bits / 8 + np.count_nonzero(counts) + other.size / 8)
+    return min(costs)
 
 
 def _searched(mask, shape):
