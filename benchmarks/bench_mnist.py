@@ -17,17 +17,24 @@ Protocol (README, "MNIST-5k"):
 Settings. The registry's techniques run at fixed settings (``FIXED``, scaled
 to LeNet-5, not tuned on the test split). The learned-sparsity rows are
 chosen on the training split only: a held-out fifth of it (stratified,
-``random_state=0``) scores every ``(strength, bits)`` candidate of
-``SELECT_STRENGTHS`` x ``SELECT_BITS`` against a base net trained on the other
-four fifths; for each accuracy budget of ``TOLERANCES`` (0.5 and 1 point) the
-smallest candidate whose validation accuracy is within the budget of the
-base's is kept (``selected`` in the JSON). Those settings are then fitted on
-the whole training split for each seed and evaluated once on the test split.
-No setting is chosen by looking at test accuracy.
+``random_state=0``) scores every ``(strength, bits, bias_bits)`` candidate of
+``SELECT_STRENGTHS`` x ``SELECT_BITS`` x ``SELECT_BIAS_BITS`` against a base
+net trained on the other four fifths; for each accuracy budget of
+``TOLERANCES`` (0.5 and 1 point) the smallest candidate whose validation
+accuracy is within the budget of the base's is kept (``selected`` in the
+JSON). Those settings are then fitted on the whole training split for each
+seed and evaluated once on the test split. No setting is chosen by looking
+at test accuracy.
 
     python benchmarks/bench_mnist.py --json mnist.json --plot docs/mnist_tradeoff.png
+    python benchmarks/bench_mnist.py --techniques variational --json mnist_vd.json
     python benchmarks/bench_mnist.py --quick
     python benchmarks/bench_mnist.py --replot mnist.json --plot docs/mnist_tradeoff.png
+
+``--techniques`` runs only the named rows (``variational`` is the
+learned-sparsity selection and its rows; the others are the first words of
+``FIXED``'s keys); ``--strengths``, ``--bits`` and ``--bias-bits`` replace
+the selection grid.
 """
 
 import sys
@@ -65,8 +72,11 @@ TARGETS = ((0.5, 100.0), (1.0, 200.0))  # (points lost at most, size ratio)
 
 VARIATIONAL = dict(finetune_epochs=10, masked_epochs=2, finetune_lr=1e-3)
 CHAIN_QUANTIZE = dict(finetune_epochs=1, finetune_lr=5e-4)
-SELECT_STRENGTHS = (0.1, 0.3, 1.0)
-SELECT_BITS = (3, 4)
+SELECT_STRENGTHS = (0.1, 0.15, 0.2)
+SELECT_BITS = (2, 3, 4)
+# Quantizer(bias_bits=...): 4-bit codebooks of the biases (float16 where a
+# layer has too few biases for a codebook), or float16 biases
+SELECT_BIAS_BITS = (4, 16)
 TOLERANCES = (0.5, 1.0)
 PRUNE = dict(n_steps=3, finetune_epochs=3, finetune_lr=5e-4)
 
@@ -143,9 +153,9 @@ def evaluate(technique, setting, fitted, base, data, seed, *, latency=True):
     return row
 
 
-def select_variational(seed, data, strengths, bits, base_epochs, log):
-    """Choose ``(strength, bits)`` per accuracy budget on a held-out fifth of
-    the training split (never the test split)."""
+def select_variational(seed, data, strengths, bits, bias_bits, base_epochs, log):
+    """Choose ``(strength, bits, bias_bits)`` per accuracy budget on a held-out
+    fifth of the training split (never the test split)."""
     Xtr, _, ytr, _ = data
     Xfit, Xval, yfit, yval = train_test_split(Xtr, ytr, test_size=0.2, stratify=ytr,
                                               random_state=0)
@@ -156,15 +166,17 @@ def select_variational(seed, data, strengths, bits, base_epochs, log):
         vp = VariationalPruner(base, strength=strength, prefit=True,
                                random_state=seed, **VARIATIONAL).fit(Xfit, yfit)
         for b in bits:
-            q = Quantizer(vp, bits=b, prefit=True, random_state=seed,
-                          **CHAIN_QUANTIZE).fit(Xfit, yfit)
-            drop = 100 * (base_accuracy - float(q.score(Xval, yval)))
-            candidates.append({"strength": strength, "bits": b,
-                               "val_drop_points": drop,
-                               "size_ratio": float(q.compression_ratio_),
-                               "sparsity": float(vp.sparsity_)})
-            log(f"  select strength={strength} bits={b}: validation drop "
-                f"{drop:.2f} points, {q.compression_ratio_:.0f}x")
+            for bb in bias_bits:
+                q = Quantizer(vp, bits=b, bias_bits=bb, prefit=True,
+                              random_state=seed, **CHAIN_QUANTIZE).fit(Xfit, yfit)
+                drop = 100 * (base_accuracy - float(q.score(Xval, yval)))
+                candidates.append({"strength": strength, "bits": b,
+                                   "bias_bits": bb, "val_drop_points": drop,
+                                   "size_ratio": float(q.compression_ratio_),
+                                   "sparsity": float(vp.sparsity_)})
+                log(f"  select strength={strength} bits={b} bias_bits={bb}: "
+                    f"validation drop {drop:.2f} points, "
+                    f"{q.compression_ratio_:.0f}x")
     selected = {}
     for tolerance in TOLERANCES:
         within = [c for c in candidates if c["val_drop_points"] <= tolerance]
@@ -201,16 +213,18 @@ def run_seed(seed, data, keys, selected, base_epochs, log):
         rows.append(evaluate("variational", f"strength={strength}", vp, base, data,
                              seed))
         log(f"  variational strength={strength}: {rows[-1]['size_ratio']:.1f}x, "
-            f"{rows[-1]['drop_points']:.2f} points, sparsity {vp.sparsity_:.4f}")
+            f"{rows[-1]['drop_points']:.2f} points, sparsity {vp.sparsity_:.4f}, "
+            f"dead units {vp.dead_units_}")
         chosen_bits = {}
         for tolerance, choice in selected.items():
             if choice["strength"] == strength:
-                chosen_bits.setdefault(choice["bits"], []).append(f"{tolerance}")
-        for b, budgets in chosen_bits.items():
-            q = Quantizer(vp, bits=b, prefit=True, random_state=seed,
+                chosen_bits.setdefault((choice["bits"], choice.get("bias_bits")),
+                                       []).append(f"{tolerance}")
+        for (b, bb), budgets in chosen_bits.items():
+            q = Quantizer(vp, bits=b, bias_bits=bb, prefit=True, random_state=seed,
                           **CHAIN_QUANTIZE).fit(Xtr, ytr)
             row = evaluate("variational+quantize",
-                           f"strength={strength} bits={b} "
+                           f"strength={strength} bits={b} bias_bits={bb} "
                            f"(chosen for <= {' and '.join(budgets)} pt)", q, base,
                            data, seed)
             rows.append(row)
@@ -266,6 +280,15 @@ def main(argv=None):
                    help="seed 0, 3 base epochs, two fixed rows, one candidate")
     p.add_argument("--replot", metavar="JSON",
                    help="only draw --plot from the JSON of an earlier run")
+    names = sorted({key[0] for key in FIXED} | {"variational"})
+    p.add_argument("--techniques", nargs="+", choices=names, default=names,
+                   help="run only these rows ('variational': the selection "
+                   "and the learned-sparsity rows)")
+    p.add_argument("--strengths", type=float, nargs="+",
+                   default=list(SELECT_STRENGTHS))
+    p.add_argument("--bits", type=int, nargs="+", default=list(SELECT_BITS))
+    p.add_argument("--bias-bits", type=int, nargs="+",
+                   default=list(SELECT_BIAS_BITS))
     args = p.parse_args(argv)
     if args.replot:
         import json
@@ -285,16 +308,23 @@ def main(argv=None):
     data = load_split()
     if args.quick:
         seeds, keys, base_epochs = [0], QUICK, 3
-        strengths, bits = (0.1,), (4,)
+        strengths, bits, bias_bits = (0.1,), (4,), (16,)
         VARIATIONAL.update(finetune_epochs=2, masked_epochs=0)
     else:
         seeds, keys, base_epochs = args.seeds, list(FIXED), BASE_EPOCHS
-        strengths, bits = SELECT_STRENGTHS, SELECT_BITS
-    selection = select_variational(0, data, strengths, bits, base_epochs, log)
-    selected = {float(t): c for t, c in selection["selected"].items()}
+        strengths, bits, bias_bits = args.strengths, args.bits, args.bias_bits
+    # a chain's inner row runs too: the chain starts from it
+    wanted = {key for key in keys if key[0] in args.techniques}
+    wanted |= {FIXED[key][1] for key in wanted if isinstance(FIXED[key], tuple)}
+    keys = [key for key in keys if key in wanted]
+    selection, selected = {}, {}
+    if "variational" in args.techniques:
+        selection = select_variational(0, data, strengths, bits, bias_bits,
+                                       base_epochs, log)
+        selected = {float(t): c for t, c in selection["selected"].items()}
     for t, c in selected.items():
         log(f"chosen on the training split for <= {t} pt: strength="
-            f"{c['strength']} bits={c['bits']}")
+            f"{c['strength']} bits={c['bits']} bias_bits={c['bias_bits']}")
     rows = []
     for seed in seeds:
         rows += run_seed(seed, data, keys, selected, base_epochs, log)
