@@ -20,7 +20,12 @@ from torch import nn
 
 from .._nets import find_net
 from ..blocks import DepthwiseSeparableConv2d
-from ._base import BaseCompressor, CompressionResult, _input_shape
+from ._base import (
+    BaseCompressor,
+    CompressionResult,
+    _input_shape,
+    recalibrate_batchnorm,
+)
 from ._constraints import select_layers
 from ._distillation import DistillationMixin, teacher_logits
 
@@ -117,7 +122,10 @@ class Compactor(DistillationMixin, BaseCompressor):
     kernel slice (:func:`separable_factors`: the closest separable kernel),
     and the whole net is then trained for ``finetune_epochs`` with the
     distillation loss, the original net being the teacher (its logits are
-    computed once, before the rewrite).
+    computed once, before the rewrite, after its BatchNorm statistics are
+    recomputed on ``X`` as :class:`Distiller` does with
+    ``recalibrate_teacher=True``: a net whose running statistics lag its
+    weights would otherwise teach its stale predictions).
 
     Skipped: ``in_channels=1`` convolutions (e.g. the digits CNN's first one:
     all filters would be multiples of a single filter), grouped / depthwise
@@ -248,7 +256,10 @@ report_, fit_time_
 
     def _compress_and_finetune(self, net, X, y, rng):
         start = time.perf_counter()
-        logits = teacher_logits(net, X)  # the original net, before the rewrite
+        # The original net (this fit's copy), before the rewrite, with its
+        # BatchNorm statistics recomputed: it teaches its own best outputs.
+        recalibrate_batchnorm(net, X, y)
+        logits = teacher_logits(net, X)
         teacher_time = time.perf_counter() - start
         start = time.perf_counter()
         converted, skipped = self._convert(net.module_)

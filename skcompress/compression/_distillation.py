@@ -46,6 +46,7 @@ from ._base import (
     _input_shape,
     _seeded,
     is_compressor,
+    recalibrate_batchnorm,
 )
 
 __all__ = [
@@ -318,6 +319,15 @@ class Distiller(DistillationMixin, BaseCompressor):
         ``sklearn.frozen.FrozenEstimator`` teachers are accepted too.
     finetune_epochs : int, default=10
         Epochs of distillation for a prefit student.
+    recalibrate_teacher : bool, default=True
+        Whether the BatchNorm statistics of a net teacher are recomputed on
+        ``X`` (:func:`~skcompress.compression._base.recalibrate_batchnorm`, on the
+        copy kept as ``teacher_``; the user's teacher is unchanged) before
+        its logits are computed, as every compressor does for the net it
+        compresses. A net trained briefly with Adam can keep running
+        statistics that lag its weights and would teach its stale
+        predictions; ``False`` distils the teacher exactly as given (e.g.
+        when ``X`` is not the data it was trained on).
     finetune_lr : float or None, default=None
         Learning rate of the distillation training. A student trained from
         its initialisation (``prefit=False``) trains at a constant rate,
@@ -340,7 +350,9 @@ class Distiller(DistillationMixin, BaseCompressor):
     estimator_ : skorch NeuralNetClassifier
         The distilled student.
     teacher_ : classifier
-        The fitted teacher (a copy of ``teacher``, or the clone fitted here).
+        The fitted teacher (a copy of ``teacher``, or the clone fitted here),
+        its BatchNorm statistics recomputed on ``X`` when
+        ``recalibrate_teacher``.
     base_estimator_ : skorch NeuralNetClassifier or compressor
         The student before distillation: its initialisation, or the copy of
         the prefit student.
@@ -396,6 +408,7 @@ class Distiller(DistillationMixin, BaseCompressor):
         "temperature": [Interval(numbers.Real, 0, None, closed="neither")],
         "alpha": [Interval(numbers.Real, 0, 1, closed="both")],
         "teacher_prefit": ["boolean"],
+        "recalibrate_teacher": ["boolean"],
     }
 
     def __init__(
@@ -406,6 +419,7 @@ class Distiller(DistillationMixin, BaseCompressor):
         temperature=4.0,
         alpha=0.9,
         teacher_prefit=True,
+        recalibrate_teacher=True,
         finetune_epochs=10,
         finetune_lr=None,
         prefit=False,
@@ -426,6 +440,7 @@ class Distiller(DistillationMixin, BaseCompressor):
         self.temperature = temperature
         self.alpha = alpha
         self.teacher_prefit = teacher_prefit
+        self.recalibrate_teacher = recalibrate_teacher
 
     def _prefit_params(self):
         prefit = super()._prefit_params()
@@ -461,7 +476,9 @@ class Distiller(DistillationMixin, BaseCompressor):
         """A student trained from scratch (``prefit=False``) trains as it
         would on its own, at a constant learning rate (its ``lr``, or
         ``finetune_lr`` when given); a prefit one is fine-tuned under the
-        shared rule and schedule."""
+        shared rule and schedule. (A warm-up and cosine decay over the
+        student's ``max_epochs`` distils worse in short trainings: the zoo's
+        MobileNetV2 student, 4 epochs on MNIST-5k, 0.886 against 0.906.)"""
         if self.prefit:
             return super()._lr_schedule(net, epochs)
         return ConstantLR(float(net.lr if self.finetune_lr is None
@@ -472,6 +489,9 @@ class Distiller(DistillationMixin, BaseCompressor):
         # Outside the fit's seeded random stream, which stays the student's.
         with _forked_rng():
             teacher = self._fit_teacher(X, y)
+            if self.recalibrate_teacher and _teacher_net(teacher) is not None:
+                # teacher is this fit's own copy or clone, never the user's
+                recalibrate_batchnorm(_teacher_net(teacher), X, y)
             logits = teacher_logits(teacher, X)
             self._check_classes(teacher, logits, net, X, y)
         teacher_time = time.perf_counter() - start

@@ -130,3 +130,39 @@ def test_bad_parameters(data, net, params, match):
     X, y = data
     with pytest.raises(ValueError, match=match):
         Compactor(net, prefit=True, **params).fit(X, y)
+
+
+def test_the_original_net_teaches_with_its_batchnorm_recalibrated(data, monkeypatch):
+    """Its logits come from the net with BatchNorm statistics recomputed on X,
+    not from running statistics that lag the weights."""
+    import copy
+
+    from skcompress.compression import _compaction
+    from skcompress.compression._base import recalibrate_batchnorm
+    from skcompress.models import make_resnet_net
+
+    X, y = data[0][:96], data[1][:96]
+    net = make_resnet_net(8, module__width=4, module__in_channels=1,
+                          max_epochs=1, random_state=0).fit(X, y)
+    with torch.no_grad():
+        for m in net.module_.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.add_(0.5)
+                m.running_var.mul_(3.0)
+    before = {k: v.clone() for k, v in net.module_.state_dict().items()}
+    expected = copy.deepcopy(net)
+    recalibrate_batchnorm(expected, X, y)
+    seen = []
+    original = _compaction.teacher_logits
+
+    def spy(teacher, X):
+        seen.append({k: v.clone() for k, v in teacher.module_.state_dict().items()})
+        return original(teacher, X)
+
+    monkeypatch.setattr(_compaction, "teacher_logits", spy)
+    Compactor(net, prefit=True, finetune_epochs=0, random_state=0).fit(X, y)
+    (state,) = seen
+    for key, value in expected.module_.state_dict().items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0)
+    after = net.module_.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # user's net

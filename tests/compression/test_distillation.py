@@ -16,8 +16,9 @@ from torch import nn
 from skcompress import load, save
 from skcompress.accounting import count_parameters, dense_size_bytes
 from skcompress.compression import Distiller
+from skcompress.compression._base import recalibrate_batchnorm
 from skcompress.compression._distillation import DistillationLoss, teacher_logits
-from skcompress.models import DigitsCNN, make_digits_net
+from skcompress.models import DigitsCNN, make_digits_net, make_resnet_net
 
 TINY = dict(module__channels=(4, 8), module__hidden=16)
 
@@ -284,6 +285,7 @@ def test_grid_search_refits_the_teacher_once_per_fold_with_memory(data, tmp_path
     ({"temperature": -1.0}, "temperature"),
     ({"alpha": 1.5}, "alpha"),
     ({"alpha": -0.1}, "alpha"),
+    ({"recalibrate_teacher": "yes"}, "recalibrate_teacher"),
 ])
 def test_bad_parameters_name_themselves(data, forest, params, match):
     X, y = data
@@ -365,3 +367,58 @@ def test_clone_keeps_a_prefit_teacher_fitted():
         Distiller(tiny_student(max_epochs=1), teacher=forest, teacher_prefit=False)
     ).teacher
     assert not hasattr(unfitted, "estimators_")
+
+
+# ------------------------------------------------- a teacher with stale BN
+def _bn_state(net):
+    return {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def stale_teacher(data):
+    """A tiny ResNet whose BatchNorm running statistics lag its weights (as
+    after a few epochs of Adam)."""
+    X, y = data
+    net = make_resnet_net(8, module__width=4, module__in_channels=1,
+                          max_epochs=1, random_state=0).fit(X[:96], y[:96])
+    with torch.no_grad():
+        for m in net.module_.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.add_(0.5)
+                m.running_var.mul_(3.0)
+    return net
+
+
+def test_a_net_teacher_teaches_with_its_batchnorm_recalibrated(
+    data, stale_teacher, monkeypatch
+):
+    X, y = data[0][:96], data[1][:96]
+    before = _bn_state(stale_teacher)
+    expected = copy.deepcopy(stale_teacher)
+    recalibrate_batchnorm(expected, X, y)
+    # the logits the student learns from are those of the recalibrated net
+    from skcompress.compression import _distillation
+
+    seen = []
+
+    def spy(teacher, X):
+        seen.append(_distillation._teacher_net(teacher).module_.state_dict())
+        return teacher_logits(teacher, X)
+
+    monkeypatch.setattr(_distillation, "teacher_logits", spy)
+    distiller = Distiller(tiny_student(max_epochs=1), teacher=stale_teacher,
+                          random_state=0).fit(X, y)
+    _assert_same(_bn_state(distiller.teacher_), _bn_state(expected))
+    _assert_same(seen[0], _bn_state(expected))
+    _assert_same(_bn_state(stale_teacher), before)  # the user's teacher
+
+    kept = Distiller(tiny_student(max_epochs=1), teacher=stale_teacher,
+                     recalibrate_teacher=False, random_state=0).fit(X, y)
+    _assert_same(_bn_state(kept.teacher_), before)
+    _assert_same(seen[1], before)
