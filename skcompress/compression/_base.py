@@ -69,7 +69,53 @@ def is_compressor(obj):
 
 def _fit_clone(estimator, X, y):
     """Fit a clone; module level so that ``joblib.Memory`` can cache it."""
-    return clone(estimator).fit(X, y)
+    return _clone_for_fit(estimator).fit(X, y)
+
+
+def _clone_for_fit(estimator):
+    """``clone(estimator)`` for a chain's inner fit: prefit estimators shared.
+
+    ``clone`` of a compressor deep-copies its prefit parameters
+    (:meth:`BaseCompressor.__sklearn_clone__`), so that ``set_params`` on the
+    user's clone cannot reach the user's net. The clone made here is only
+    fitted and kept (as ``base_estimator_``), and a fit never modifies its
+    parameters (a prefit estimator is deep-copied into its own fitted
+    attributes), so the prefit ones are shared by reference, as
+    scikit-learn's meta-estimators keep the user's ``estimator`` object:
+    otherwise a fitted chain held a whole copy of the prefit net as its
+    inner compressor's ``estimator``. Nested compressors are cloned the same
+    way; other parameters as ``clone`` does.
+    """
+    if not is_compressor(estimator):
+        return clone(estimator)
+    keep = set(estimator._prefit_params())
+    params = {
+        name: value if name in keep
+        else _clone_for_fit(value) if is_compressor(value)
+        else clone(value, safe=False)
+        for name, value in estimator.get_params(deep=False).items()
+    }
+    return type(estimator)(**params)
+
+
+def _copy_fitted(estimator):
+    """A deep copy of a prefit net or fitted compressor (``prefit=True``).
+
+    The fitted attributes are copied; the parameters of the compressors in
+    the chain (what the user built it from: nets, compressors, teachers) are
+    shared by reference, for the reasons of :func:`_clone_for_fit`.
+    """
+    memo = {}
+    todo = [estimator] if is_compressor(estimator) else []
+    while todo:
+        compressor = todo.pop()
+        for value in compressor.get_params(deep=False).values():
+            if hasattr(value, "fit") and id(value) not in memo:
+                memo[id(value)] = value
+        inner = vars(compressor).get("base_estimator_")
+        if is_compressor(inner):
+            todo.append(inner)
+    return copy.deepcopy(estimator, memo)
 
 
 def _in_cache(fit, *args):
@@ -438,7 +484,12 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         (:func:`recalibrate_batchnorm`).
     prefit : bool, default=False
         Whether ``estimator`` is already fitted (then it is deep-copied, never
-        refitted or modified).
+        refitted or modified). When this compressor is the inner one of a
+        chain, ``Quantizer(Pruner(net, prefit=True))``, the outer fit's copy
+        of it keeps ``net`` itself as its ``estimator`` parameter (as
+        scikit-learn meta-estimators keep the user's estimator; nothing
+        modifies it) instead of one more copy of the net; its fitted
+        attributes are copies, as always.
     memory : str, path or joblib.Memory, default=None
         Caches the fitted base estimator, so a grid search over compression
         settings trains the base once per fold.
@@ -448,11 +499,10 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
     keep_base : bool, default=False
         Chains only (``estimator`` is a compressor): whether the fitted inner
         compressor, ``base_estimator_``, keeps its own ``base_estimator_``
-        (the nets below it, down to the uncompressed one) and its
-        ``encoded_`` file bytes. By default both are dropped after the fit,
-        so a chain holds two nets (the inner compressor's ``estimator_``,
-        where this fit started, and this one's) instead of three or more;
-        ``save`` encodes the inner compressor again when asked. The inner
+        (the nets below it, down to the uncompressed one). By default it is
+        dropped after the fit, so a chain holds two nets (the inner
+        compressor's ``estimator_``, where this fit started, and this one's)
+        instead of three or more. The inner
         compressor keeps its other fitted attributes and ``base_skeleton_``,
         the architecture of the uncompressed net without weights (PyTorch's
         meta device), from which the ``speedup`` scorer times the base.
@@ -463,18 +513,17 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
     estimator_ : skorch NeuralNet
         The compressed, fine-tuned net.
     base_estimator_ : skorch NeuralNet or compressor
-        The fitted base (the inner compressor when chaining); shares nothing
-        with ``estimator`` and holds no optimizer state. Deleted, and
-        replaced by ``base_skeleton_``, when this compressor is the inner
-        one of a chain fitted with ``keep_base=False``.
+        The fitted base (the inner compressor when chaining); its tensors
+        are not the user's (``estimator``'s) and it holds no optimizer
+        state or gradients. Deleted, and replaced by ``base_skeleton_``,
+        when this compressor is the inner one of a chain fitted with
+        ``keep_base=False``.
     original_size_bytes_ : int
         fp32 dense bytes of the uncompressed base net's parameters and buffers.
     size_bytes_ : int
-        Bytes of the file :func:`skcompress.save` writes for this compressor.
-    encoded_ : skcompress.io.EncodedNet
-        The fit's one encoding of the compressed net: the file's bytes and
-        the stored bytes of every tensor; ``save`` writes it while the net
-        is unchanged.
+        Bytes of the file :func:`skcompress.save` writes for this compressor
+        (measured by encoding the net once in ``fit``; the bytes themselves
+        are not kept, ``save`` encodes the unchanged net into the same bytes).
     compression_ratio_ : float
         ``original_size_bytes_ / size_bytes_``.
     report_ : pandas.DataFrame
@@ -555,9 +604,10 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         timings = {"base": time.perf_counter() - start}
         self._check_finite_net(base_net, "the base net")
         # Fitted nets hold no optimizer state (Adam's moments are two more
-        # copies of the weights; fine-tuning starts a fresh optimizer anyway).
+        # copies of the weights; fine-tuning starts a fresh optimizer anyway)
+        # and no gradients (one more copy, left by the last training step).
         # base_net is a copy (prefit) or a net fitted here: never the user's.
-        _drop_optimizer_state(base_net)
+        _drop_training_state(base_net)
         # A chain keeps the inner compressor's estimator_ (base_net), not
         # the nets below it; base is a copy or a fit of this call's own.
         if is_compressor(base) and not getattr(self, "keep_base", False):
@@ -572,7 +622,7 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
             timings["compress_and_finetune"] = time.perf_counter() - start
         result.net.module_.eval()
         self._check_finite_net(result.net, "compression and fine-tuning")
-        _drop_optimizer_state(result.net)  # a later partial_fit starts afresh
+        _drop_training_state(result.net)  # a later partial_fit starts afresh
 
         fitted = {"base_estimator_": base, "estimator_": result.net}
         if "original_size_bytes_" not in result.attributes:
@@ -719,7 +769,7 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
                 check_is_fitted(estimator, "estimator_")
             else:
                 estimator.check_is_fitted()
-            base = copy.deepcopy(estimator)
+            base = _copy_fitted(estimator)
         else:
             fit = check_memory(self.memory).cache(_fit_clone)
             # fail before training, not after; a cached base was checked already
@@ -763,15 +813,21 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
             )
 
     def _account(self, X):
-        # One encoding per fit (docs/format.md): the file's size, the
-        # per-layer stored bytes of report_ and a later save all use it.
+        # One encoding per fit (docs/format.md): the file's size and the
+        # per-layer stored bytes of report_ both come from it. The file's
+        # bytes are not kept (up to one more fp32 copy of the net when it
+        # compresses little): save() encodes the same net into the same
+        # bytes again, size_bytes_ of them.
         from ..accounting import model_report
         from ..io import encode_net
 
-        self.encoded_ = encode_net(self)
-        self.size_bytes_ = self.encoded_.size_bytes
-        self.compression_ratio_ = self.original_size_bytes_ / self.size_bytes_
-        self.report_ = model_report(self, input_shape=_input_shape(X))
+        self.encoded_ = encode_net(self)  # what model_report reads
+        try:
+            self.size_bytes_ = self.encoded_.size_bytes
+            self.compression_ratio_ = self.original_size_bytes_ / self.size_bytes_
+            self.report_ = model_report(self, input_shape=_input_shape(X))
+        finally:
+            del self.encoded_
 
     # ---------------------------------------------------------- delegation
     @available_if(_estimator_has("predict"))
@@ -839,24 +895,24 @@ class BaseCompressor(MetaEstimatorMixin, BaseEstimator):
         return tags
 
 
-def _drop_optimizer_state(net):
-    """Empty the state (e.g. Adam's moments) of every optimizer of ``net``."""
+def _drop_training_state(net):
+    """Empty the state (e.g. Adam's moments) of every optimizer of ``net``
+    and drop the gradients its module's parameters were left with."""
     for optimizer in _optimizers(net):
         optimizer.state.clear()
+    net.module_.zero_grad(set_to_none=True)
 
 
 def _drop_base(compressor):
     """``keep_base=False``: the fitted inner compressor of a chain loses its
-    ``base_estimator_`` (and what hangs below it) and its ``encoded_`` file
-    bytes (``save`` encodes again); ``base_skeleton_``, the uncompressed
-    module on PyTorch's meta device, records the base's architecture.
+    ``base_estimator_`` (and what hangs below it); ``base_skeleton_``, the
+    uncompressed module on PyTorch's meta device, records the base's
+    architecture.
     """
     if "base_estimator_" not in vars(compressor):
         return
     compressor.base_skeleton_ = _base_skeleton(compressor)
     del compressor.base_estimator_
-    # its file bytes too: save() encodes the net again when asked
-    vars(compressor).pop("encoded_", None)
 
 
 def _base_skeleton(compressor):

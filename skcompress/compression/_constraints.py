@@ -34,8 +34,10 @@ __all__ = [
     "give_own_class",
     "latent_weight",
     "layer_execution_order",
+    "pack_mask",
     "run_with_hooks",
     "select_layers",
+    "unpack_mask",
 ]
 
 
@@ -45,11 +47,36 @@ class Mask(nn.Module):
     The effective weight is ``W * mask``: masked entries are exactly zero in
     the forward pass and receive zero gradient, whatever the optimizer does to
     the latent tensor.
+
+    The mask is stored packed, one bit per weight (the ``bits`` buffer,
+    :func:`pack_mask`), not one byte: a fitted chain keeps a mask per masked
+    net, and on ResNet-18 a boolean mask is a quarter of the fp32 weights.
+    ``mask`` unpacks it into a new tensor; assigning to it (``m.mask = keep``,
+    ``m.mask &= keep``) or :meth:`set_mask` packs the new mask in place.
     """
 
     def __init__(self, mask):
         super().__init__()
-        self.register_buffer("mask", mask.detach().clone().to(torch.bool))
+        self.shape = tuple(mask.shape)
+        self.register_buffer("bits", pack_mask(mask))
+
+    @property
+    def mask(self):
+        """The boolean keep-mask, shaped like the weight (unpacked anew)."""
+        return unpack_mask(self.bits, self.shape)
+
+    @mask.setter
+    def mask(self, mask):
+        self.set_mask(mask)
+
+    def set_mask(self, mask):
+        """Replace the mask in place (same shape), e.g. a tighter one."""
+        if tuple(mask.shape) != self.shape:
+            raise ValueError(
+                f"Mask.set_mask: shape {tuple(mask.shape)} differs from the "
+                f"mask's {self.shape}."
+            )
+        self.bits.copy_(pack_mask(mask).to(self.bits.device))
 
     def forward(self, weight):
         return weight * self.mask.to(weight.dtype)
@@ -60,6 +87,37 @@ class Mask(nn.Module):
     def extra_repr(self):
         density = self.mask.float().mean().item()
         return f"density={density:.3f}"
+
+
+_BIT_WEIGHTS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def pack_mask(mask):
+    """Eight entries of a boolean tensor per uint8, first entry in bit 0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> bits = pack_mask(torch.tensor([[True, False, True], [False, False, True]]))
+    >>> bits.tolist(), unpack_mask(bits, (2, 3)).tolist()
+    ([37], [[True, False, True], [False, False, True]])
+    """
+    flat = mask.detach().reshape(-1).to(torch.uint8)
+    pad = -flat.numel() % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=flat.device)
+    return (flat.view(-1, 8) * weights).sum(1, dtype=torch.uint8)
+
+
+def unpack_mask(bits, shape):
+    """The boolean tensor of ``shape`` that :func:`pack_mask` packed."""
+    n = 1
+    for size in shape:
+        n *= int(size)
+    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
+    flat = bits.unsqueeze(1).bitwise_right_shift(shifts).bitwise_and_(1)
+    return flat.view(-1)[:n].view(shape).bool()
 
 
 def add_constraint(module, constraint, tensor_name="weight"):

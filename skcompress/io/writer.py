@@ -160,9 +160,10 @@ def save(obj, file):
     ----------
     obj : fitted compressor or skorch ``NeuralNet``
         A compressor is saved through its ``estimator_`` (followed through
-        nested compressors down to the skorch net); after ``fit`` the
-        encoding the fit measured (``encoded_``) is written as is. ``obj``
-        is never modified: parametrizations are baked on a copy.
+        nested compressors down to the skorch net), encoded anew (a fitted
+        compressor keeps no file bytes): while the net is unchanged, that
+        is the encoding ``fit`` measured, ``size_bytes_`` long. ``obj`` is
+        never modified: parametrizations are baked on a copy.
     file : str, os.PathLike or binary file object
 
     Returns

@@ -194,8 +194,15 @@ def test_clone_keeps_a_prefit_estimator_fitted(
     search = GridSearchCV(pruner, {"sparsity": [0.3, 0.6]}, cv=2).fit(*data)
     assert search.best_estimator_.sparsity in (0.3, 0.6)
     # Chaining clones the inner compressor: its prefit net must survive too.
+    # The fit's own clone shares it (a parameter nothing modifies) instead of
+    # keeping a copy; the fitted nets share no tensor with it.
     chain = Quantizer(pruner, bits=4, finetune_epochs=1, random_state=0).fit(*data)
-    assert chain.base_estimator_.estimator is not fitted_net
+    assert chain.base_estimator_.estimator is fitted_net
+    user = {t.untyped_storage().data_ptr() for t in fitted_net.module_.state_dict(
+        keep_vars=True).values()}
+    for net in (chain.base_estimator_.estimator_, chain.estimator_):
+        assert user.isdisjoint(t.untyped_storage().data_ptr()
+                               for t in net.module_.state_dict(keep_vars=True).values())
     assert_same_state(before, fitted_net)
 
 

@@ -338,28 +338,35 @@ def test_bake_leaves_input_parametrized(trained):
     assert torch.equal(baked.fc1.weight, net.module_.fc1.weight)
 
 
-def test_fit_encodes_once_and_save_reuses_it(trained, data, tmp_path, monkeypatch):
+def test_fit_encodes_once_and_keeps_no_file_bytes(trained, data, tmp_path,
+                                                  monkeypatch):
+    import skcompress.io
     from skcompress.compression import Quantizer
     from skcompress.io import writer
 
     X, y = data
-    fitted = Quantizer(trained, bits=4, prefit=True, finetune_epochs=0).fit(X, y)
     calls = []
     original = writer.encode_net
-    monkeypatch.setattr(writer, "encode_net",
-                        lambda obj: calls.append(1) or original(obj))
+    for owner in (writer, skcompress.io):  # save's and the fit's
+        monkeypatch.setattr(owner, "encode_net",
+                            lambda obj: calls.append(1) or original(obj))
+    fitted = Quantizer(trained, bits=4, prefit=True, finetune_epochs=0).fit(X, y)
+    assert calls == [1]  # size_bytes_ and report_ from one encoding
+    # the fitted compressor holds no copy of its file: save encodes again
+    assert not any(isinstance(v, (bytes, writer.EncodedNet))
+                   for v in vars(fitted).values())
     path = tmp_path / "q.skc"
     assert save(fitted, path) == fitted.size_bytes_ == path.stat().st_size
-    assert path.read_bytes() == fitted.encoded_.data
-    assert calls == []  # the fit's encoding, not a new one
+    assert calls == [1, 1]
+    encoding = original(fitted)
+    assert path.read_bytes() == encoding.data  # deterministic
     assert fitted.report_.loc["total", "stored_bytes"] == int(
-        fitted.encoded_.tensors["stored_bytes"].sum())
+        encoding.tensors["stored_bytes"].sum())
     # once the net changes, save encodes what is there now
     with torch.no_grad():
         fitted.estimator_.module_.fc2.bias.add_(1.0)
     data_now = dumps(fitted)
-    assert calls == [1]
-    assert data_now != fitted.encoded_.data
+    assert data_now != encoding.data
     np.testing.assert_array_equal(loads(data_now).predict_proba(X[:20]),
                                   fitted.predict_proba(X[:20]))
 
