@@ -340,6 +340,170 @@ def test_codebook_indices_are_small_integers(small, resnet):
             assert int(c.indices.max()) < c.centroids.numel()
 
 
+def _fitted_storages(obj, exclude=()):
+    """``{data_ptr: bytes}`` of every tensor storage, numpy array and bytes
+    object reachable from ``obj``'s attributes, not through the objects in
+    ``exclude`` (the user's), each storage once."""
+    import types
+
+    skip = (str, int, float, bool, complex, type(None), type, types.ModuleType,
+            types.FunctionType, types.BuiltinFunctionType, types.MethodType)
+    found, seen = {}, {id(o) for o in exclude}
+    todo = [obj]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen or isinstance(item, skip):
+            continue
+        seen.add(id(item))
+        if isinstance(item, torch.Tensor):
+            if not item.is_meta:
+                storage = item.untyped_storage()
+                found[storage.data_ptr()] = storage.nbytes()
+            if item.grad is not None:
+                todo.append(item.grad)
+        elif isinstance(item, (bytes, bytearray)):
+            found[id(item)] = len(item)
+        elif isinstance(item, np.ndarray):
+            found[id(item)] = item.nbytes
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            todo.extend(item)
+        elif hasattr(item, "__dict__"):
+            todo.extend(vars(item).values())
+    return found
+
+
+def _retained_bytes(fitted, user):
+    """Bytes of the tensors, arrays and bytes a fitted compressor keeps alive
+    beyond its ``estimator`` parameter and the ``user`` net."""
+    users = _fitted_storages(user)
+    storages = _fitted_storages(fitted, exclude=(fitted.estimator, user))
+    return sum(n for ptr, n in storages.items() if ptr not in users)
+
+
+def _net_bytes(net):
+    """The module's tensors plus skorch's own arrays (``classes_inferred_``):
+    what a fitted copy of ``net`` holds at least."""
+    arrays = sum(v.nbytes for v in vars(net).values() if isinstance(v, np.ndarray))
+    return arrays + sum(t.untyped_storage().nbytes()
+                        for t in net.module_.state_dict(keep_vars=True).values())
+
+
+def _mask_shapes(net):
+    from skcompress.compression._constraints import Mask, constraints_of
+
+    return [m.shape for layer in net.module_.modules()
+            for m in constraints_of(layer) if isinstance(m, Mask)]
+
+
+def _packed_bytes(shapes):
+    return sum(math.ceil(math.prod(shape) / 8) for shape in shapes)
+
+
+def test_a_fitted_pruner_keeps_two_nets_and_packed_masks(small, resnet):
+    X, y = small
+    fitted = Pruner(resnet, prefit=True, finetune_epochs=1, random_state=0).fit(X, y)
+    masks = _mask_shapes(fitted.estimator_)
+    assert masks
+    # what it must keep: the base, the pruned net's latent weights and one
+    # bit per masked weight; no optimizer state, no gradients, no file
+    # bytes, no copy of the user's net
+    assert _retained_bytes(fitted, resnet) == (2 * _net_bytes(resnet)
+                                               + _packed_bytes(masks))
+    for layer in fitted.estimator_.module_.modules():
+        for c in getattr(getattr(layer, "parametrizations", None), "weight", []):
+            assert c.bits.dtype == torch.uint8
+            assert c.mask.shape == layer.weight.shape
+            assert torch.equal(layer.weight == 0, ~c.mask)
+
+
+def test_a_chain_shares_the_prefit_net_and_copies_it_once(small, resnet):
+    X, y = small
+    before = _state(resnet)
+    inner = Pruner(resnet, prefit=True, finetune_epochs=0)
+    chain = Quantizer(inner, finetune_epochs=1, random_state=0).fit(X, y)
+    # the fit's copy of the inner compressor keeps the user's net itself as
+    # its (prefit) estimator parameter, not one more copy of it ...
+    assert chain.base_estimator_.estimator is inner.estimator is resnet
+    _assert_same_state(before, _state(resnet))
+    # ... and no fitted net shares a tensor with it
+    user = set(_fitted_storages(resnet))
+    for net in (chain.estimator_, chain.base_estimator_.estimator_):
+        assert user.isdisjoint(_fitted_storages(net.module_))
+    # two nets (the inner pruned one, the outer quantized one), each with
+    # its packed masks, plus the codebooks: int8 indices, fp32 centroids
+    masks = _mask_shapes(chain.estimator_)
+    assert masks and masks == _mask_shapes(chain.base_estimator_.estimator_)
+    codebooks = [m for m in chain.estimator_.module_.modules()
+                 if type(m).__name__ == "Codebook"]
+    assert codebooks
+    codebook_bytes = sum(c.indices.numel() * c.indices.element_size()
+                         + c.centroids.numel() * 4 for c in codebooks)
+    assert _retained_bytes(chain, resnet) == (
+        2 * _net_bytes(resnet) + 2 * _packed_bytes(masks) + codebook_bytes)
+    # the contracts: exact masks, the file, pickling
+    for layer in chain.estimator_.module_.modules():
+        for c in getattr(getattr(layer, "parametrizations", None), "weight", []):
+            if type(c).__name__ == "Mask":
+                assert bool((layer.weight[~c.mask] == 0).all())
+    assert len(dumps(chain)) == chain.size_bytes_
+    assert loads(dumps(chain)).predict(X).tolist() == chain.predict(X).tolist()
+
+
+def test_copying_a_fitted_inner_compressor_shares_only_its_parameters(
+        small, resnet):
+    X, y = small
+    pruner = Pruner(resnet, prefit=True, finetune_epochs=0, random_state=0).fit(X, y)
+    chain = Quantizer(pruner, prefit=True, finetune_epochs=0,
+                      random_state=0).fit(X, y)
+    copied = chain.base_estimator_
+    assert copied is not pruner and copied.estimator is resnet
+    theirs = set(_fitted_storages(pruner.estimator_.module_))
+    assert theirs.isdisjoint(_fitted_storages(copied.estimator_.module_))
+    assert theirs.isdisjoint(_fitted_storages(chain.estimator_.module_))
+    assert "base_estimator_" in vars(pruner)  # the user's object is intact
+
+
+def test_the_variational_pruner_keeps_no_training_state(small, resnet):
+    from skcompress.compression import VariationalPruner
+
+    X, y = small
+    fitted = VariationalPruner(resnet, prefit=True, finetune_epochs=1,
+                               random_state=0).fit(X, y)
+    net = fitted.estimator_
+    assert not any("log_sigma2" in n for n, _ in net.module_.named_parameters())
+    assert not any("log_sigma2" in n for n, _ in net.module_.named_buffers())
+    assert net.optimizer_.state == {}
+    assert type(net.criterion_).__name__ != "_ELBOLoss"
+    assert _retained_bytes(fitted, resnet) == (2 * _net_bytes(resnet)
+                                               + _packed_bytes(_mask_shapes(net)))
+
+
+def test_masks_are_packed_bits():
+    from skcompress.compression._constraints import Mask, pack_mask, unpack_mask
+
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(1,), (7,), (8,), (3, 5), (4, 3, 3, 3)]:
+        keep = torch.rand(shape, generator=generator) > 0.4
+        bits = pack_mask(keep)
+        assert bits.dtype == torch.uint8
+        assert bits.numel() == math.ceil(keep.numel() / 8)
+        np.testing.assert_array_equal(  # numpy's little-endian bit order
+            bits.numpy(), np.packbits(keep.numpy().ravel(), bitorder="little"))
+        assert torch.equal(unpack_mask(bits, shape), keep)
+    mask = Mask(torch.tensor([True, True, False, True]))
+    bits = mask.bits
+    mask.mask &= torch.tensor([True, False, True, True])
+    assert mask.bits is bits  # packed in place
+    assert mask.mask.tolist() == [True, False, False, True]
+    weight = torch.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    mask(weight).sum().backward()
+    assert weight.grad.tolist() == [1.0, 0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="shape"):
+        mask.set_mask(torch.ones(5, dtype=torch.bool))
+
+
 def test_keep_base_is_validated_and_cloned():
     from sklearn.base import clone
 
