@@ -190,8 +190,12 @@ def accuracy_rows(name, data, *, base_epochs, student_epochs, cache, quick,
             fp32_mb=dense_size_bytes(base) / 2**20,
             fit_s=fit_s,
         )
+        # Accuracies are multiples of 1 / len(yte): the drop is compared in
+        # test images, so that 15 of 1,000 meets "at most 1.5 points" although
+        # 100 * (0.973 - 0.958) is 1.5000000000000013 in floating point.
+        worst = max(row["drop_points"], row["drop_vs_recalibrated_points"])
         row["meets_target"] = bool(
-            max(row["drop_points"], row["drop_vs_recalibrated_points"]) <= TARGET_DROP)
+            round(worst * len(yte) / 100) <= TARGET_DROP * len(yte) / 100)
         rows.append(row)
         print(f"  {technique.name}: {base_acc:.4f} -> {acc:.4f} "
               f"(drop {row['drop_points']:.2f}, "
