@@ -192,7 +192,8 @@ class LowRankCompressor(BaseCompressor):
     again removes channels the residual stream carries (MobileNetV2 on
     MNIST-5k, rank 0.25 of every 1x1 conv: 0.914 -> 0.593 after fine-tuning).
     Name them in ``layers`` to factorize them. A fit that factorizes no
-    layer leaves the net as it is and warns.
+    layer leaves the net as it is and warns; so does one that leaves more
+    weights dense in 1x1 convolutions than it factorizes.
 
     Parameters
     ----------
@@ -331,6 +332,7 @@ class LowRankCompressor(BaseCompressor):
         example = to_tensor(_first_samples(X), device=net.device)
         factorized, skipped, replacements = {}, {}, []
         named = set(self.rank) if isinstance(self.rank, dict) else set()
+        pointwise_weights = factorized_weights = 0
         for name, layer, spec in self._layer_specs(module, example):
             if isinstance(layer, nn.Conv2d) and layer.groups != 1:
                 skipped[name] = f"grouped convolution (groups={layer.groups})"
@@ -338,6 +340,7 @@ class LowRankCompressor(BaseCompressor):
             if self.layers is None and name not in named and _is_pointwise(layer):
                 skipped[name] = ("1x1 convolution (left dense by default; name "
                                  "it in layers to factorize it)")
+                pointwise_weights += _dense_params(layer)
                 continue
             weight = effective_weight(layer)
             rank, params, new = self._factorize(name, layer, weight, spec)
@@ -356,10 +359,21 @@ class LowRankCompressor(BaseCompressor):
                     stacklevel=4,
                 )
             factorized[name] = rank
+            factorized_weights += _dense_params(layer)
             replacements.append((name, new.to(weight.device)))
         # Replace only once every layer succeeded: errors leave `net` whole.
         for name, new in replacements:
             module.set_submodule(name, new)
+        if factorized and pointwise_weights > factorized_weights:
+            warnings.warn(
+                f"LowRankCompressor left {pointwise_weights} weights of 1x1 "
+                f"convolutions dense by default, more than the "
+                f"{factorized_weights} of the layers it factorized, so the net "
+                "shrinks little; name the 1x1 convolutions in layers to "
+                "factorize them (see skipped_layers_).",
+                UserWarning,
+                stacklevel=4,
+            )
         if not factorized:
             reasons = "; ".join(f"{name}: {why}" for name, why in
                                 list(skipped.items())[:3])
