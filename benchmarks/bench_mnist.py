@@ -30,6 +30,8 @@ at test accuracy.
     python benchmarks/bench_mnist.py --techniques variational --json mnist_vd.json
     python benchmarks/bench_mnist.py --quick
     python benchmarks/bench_mnist.py --replot mnist.json --plot docs/mnist_tradeoff.png
+    python benchmarks/bench_mnist.py --replot mnist.json mnist_vd.json \
+        --plot docs/mnist_tradeoff.png
 
 ``--techniques`` runs only the named rows (``variational`` is the
 learned-sparsity selection and its rows; the others are the first words of
@@ -278,8 +280,10 @@ def main(argv=None):
     p.add_argument("--plot", metavar="PATH", help="write the trade-off plot")
     p.add_argument("--quick", action="store_true",
                    help="seed 0, 3 base epochs, two fixed rows, one candidate")
-    p.add_argument("--replot", metavar="JSON",
-                   help="only draw --plot from the JSON of an earlier run")
+    p.add_argument("--replot", metavar="JSON", nargs="+",
+                   help="only draw --plot from the JSON of earlier runs (the "
+                   "rows of a technique in a later file replace the earlier "
+                   "files' rows of that technique)")
     names = sorted({key[0] for key in FIXED} | {"variational"})
     p.add_argument("--techniques", nargs="+", choices=names, default=names,
                    help="run only these rows ('variational': the selection "
@@ -295,8 +299,16 @@ def main(argv=None):
 
         import pandas as pd
 
-        with open(args.replot) as fh:
-            plot(pd.DataFrame(json.load(fh)["summary"]), args.plot)
+        summary = pd.DataFrame()
+        for path in args.replot:
+            with open(path) as fh:
+                later = pd.DataFrame(json.load(fh)["summary"])
+            if len(summary):
+                summary = summary[~summary["technique"].isin(later["technique"])]
+            summary = pd.concat([summary, later], ignore_index=True)
+        print_table(summary[["technique", "setting", "size_ratio", "drop_points",
+                             "latency_ratio", "accuracy", "size_bytes"]])
+        plot(summary, args.plot)
         return
     torch.set_num_threads(1)
     np.random.seed(0)
