@@ -178,7 +178,9 @@ def prune_dead_units(module, example_input):
     :class:`~skcompress.compression._constraints.Mask`, tightened in place
     when the layer's last constraint is a Mask), and repeats until no unit is
     left unread. The module's outputs stay exactly equal; the file is
-    smaller. ``module`` is changed in place.
+    smaller. ``module`` is changed in place. Where torch-pruning cannot
+    trace the module, or the check finds an output changed, it warns and
+    masks nothing.
 
     Parameters
     ----------
@@ -206,7 +208,14 @@ def prune_dead_units(module, example_input):
     >>> int(net[0].weight[1].count_nonzero()), int(net[0].bias[1].count_nonzero())
     (0, 0)
     """
-    groups = _groups(module, example_input)
+    try:
+        groups = _groups(module, example_input)
+    except Exception as exc:  # torch-pruning cannot trace every module
+        warnings.warn(
+            f"prune_dead_units: the dependency graph of {type(module).__name__} "
+            f"could not be built ({type(exc).__name__}: {exc}); no unit was "
+            "masked.", UserWarning, stacklevel=2)
+        return {}
     modules = dict(module.named_modules())
     dead = {}
     for root, rows in _dead_units(modules, groups).items():

@@ -181,3 +181,33 @@ def test_pruner_prune_dead_units(fitted_net, data):
     assert torch.equal(on.estimator_.forward(X), off.estimator_.forward(X))
     assert on.size_bytes_ < off.size_bytes_
     assert on.sparsity_ > off.sparsity_ == pytest.approx(0.97, abs=1e-3)
+
+
+def test_untraceable_module_warns_and_masks_nothing(monkeypatch):
+    from skcompress.compression import _dead_units
+
+    def fail(module, example_input):
+        raise RuntimeError("cannot trace")
+
+    monkeypatch.setattr(_dead_units, "_groups", fail)
+    net = masked_chain()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.warns(UserWarning, match="could not be built.*no unit"):
+        assert prune_dead_units(net, torch.randn(2, 1, 8, 8)) == {}
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_a_misread_graph_is_caught_by_the_forward_check(monkeypatch):
+    """Units wrongly found dead (here: every fc1 unit) change the output when
+    they carry large values: nothing is masked."""
+    from skcompress.compression import _dead_units
+
+    monkeypatch.setattr(_dead_units, "_dead_units", lambda modules, groups: {
+        "fc1": torch.ones(10, dtype=torch.bool)})
+    net = masked_chain()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.warns(UserWarning, match="change the output.*nothing was masked"):
+        assert prune_dead_units(net, torch.randn(4, 1, 8, 8)) == {}
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
