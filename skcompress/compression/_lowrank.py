@@ -30,6 +30,12 @@ __all__ = [
 ]
 
 
+LOWRANK_LR_FACTOR = 0.5
+"""Fine-tuning's peak learning rate after a factorization is this fraction of
+the net's own ``lr`` when ``finetune_lr=None`` (the shared rule's
+``FINETUNE_LR_FACTOR`` is 0.25)."""
+
+
 # ---------------------------------------------------------------- scoring
 def choose_rank(spec, singular_values, *, name, param="rank"):
     """Rank for one matrix from a spec and its singular values.
@@ -214,7 +220,17 @@ class LowRankCompressor(BaseCompressor):
     layers : None, "all" or list of str, default=None
         Layers to factorize; ``None``: every Conv2d / Linear but the output
         layer and the 1x1 convolutions; ``"all"``: every Conv2d / Linear.
-    finetune_epochs, finetune_lr, prefit, memory, random_state, keep_base
+    finetune_lr : float or None, default=None
+        Peak fine-tuning learning rate; ``None``: half the net's own ``lr``
+        (``LOWRANK_LR_FACTOR``), twice the shared rule's quarter. Truncating
+        a layer to a quarter of its rank discards half or more of its
+        weights' energy (ResNet-20's 3x3 convolutions: 53-64 %), a larger
+        step away from the trained net than masks or quantization grids
+        take, as the digits benchmark's protocol already assumes (1e-3 for
+        structural compression, 5e-4 for masks). ResNet-20 on MNIST-5k, 3
+        epochs: 0.957 at a quarter, 0.963 at a half (recalibrated base
+        0.973).
+    finetune_epochs, prefit, memory, random_state, keep_base
         See :class:`~skcompress.compression.BaseCompressor`.
 
     Attributes
@@ -299,6 +315,13 @@ class LowRankCompressor(BaseCompressor):
         self.energy = energy
         self.method = method
         self.layers = layers
+
+    def _finetune_lr(self, net):
+        """``finetune_lr`` when given, else ``LOWRANK_LR_FACTOR`` (0.5) times
+        the net's own ``lr``."""
+        if self.finetune_lr is not None:
+            return float(self.finetune_lr)
+        return LOWRANK_LR_FACTOR * float(net.lr)
 
     def _check_params(self, X, y):
         if self.rank is None and self.energy is None:

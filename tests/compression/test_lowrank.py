@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
 from torch import nn
 
 import skcompress
@@ -208,3 +209,36 @@ def test_pointwise_convolutions_stay_dense_by_default(data):
     every = LowRankCompressor(net, rank=0.5, layers="all", prefit=True,
                               finetune_epochs=0, random_state=0).fit(X, y)
     assert pointwise & set(every.factorized_layers_)
+
+
+
+class _LrSpy(Callback):
+    """Records the learning rate of every training batch."""
+
+    def __init__(self):
+        self.lrs_ = []
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            self.lrs_.append(net.optimizer_.param_groups[0]["lr"])
+
+
+def test_finetuning_peaks_at_half_the_nets_lr(data):
+    from skcompress.compression._base import FINETUNE_LR_FACTOR, scheduled_lr
+    from skcompress.compression._lowrank import LOWRANK_LR_FACTOR
+    from skcompress.models import make_digits_net
+
+    assert LOWRANK_LR_FACTOR == 2 * FINETUNE_LR_FACTOR
+    X, y = data[0][:96], data[1][:96]
+    net = make_digits_net(max_epochs=1, lr=0.004, batch_size=32,
+                          module__channels=(4, 8), module__hidden=16,
+                          callbacks=[("spy", _LrSpy())], random_state=0).fit(X, y)
+    fitted = LowRankCompressor(net, prefit=True, finetune_epochs=2,
+                               random_state=0).fit(X, y)
+    lrs = dict(fitted.estimator_.callbacks_)["spy"].lrs_[3:]  # after the base's
+    steps = 2 * 3
+    np.testing.assert_allclose(lrs, [scheduled_lr(0.002, s, steps)
+                                     for s in range(steps)])
+    assert net.lr == fitted.estimator_.lr == 0.004  # the nets keep their lr
+    explicit = LowRankCompressor(net, finetune_lr=0.01, prefit=True)
+    assert explicit._lr_schedule(net, 2).lr == 0.01
