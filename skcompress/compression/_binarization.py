@@ -1,13 +1,16 @@
 """Weight binarization (BinaryConnect / XNOR-Net style) with optional binary
 activations (BNN style)."""
 
+import warnings
 from numbers import Integral
 
 import numpy as np
 import torch
+import torch.fx
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
+from torch.nn import functional as F
 
 from ._base import BaseCompressor, ConstraintCallback
 from ._constraints import (
@@ -98,6 +101,96 @@ def _clip_binarized_latent(module):
     for sub in module.modules():
         if any(isinstance(c, Binarize) for c in constraints_of(sub)):
             latent_weight(sub).clamp_(-1.0, 1.0)
+
+
+# Operations after which a layer's output is no longer a linear function of
+# it (activations, max pooling, softmax).
+_NONLINEAR_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU,
+    nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardswish,
+    nn.Hardsigmoid, nn.Softplus, nn.Softmax, nn.LogSoftmax, nn.MaxPool1d,
+    nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+)
+_NONLINEAR_FUNCTIONS = {
+    F.relu, F.relu_, F.relu6, F.hardtanh, F.leaky_relu, F.prelu, F.elu, F.selu,
+    F.celu, F.gelu, F.silu, F.mish, F.sigmoid, F.tanh, F.hardswish,
+    F.hardsigmoid, F.softplus, F.softmax, F.log_softmax, F.max_pool1d,
+    F.max_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, torch.relu,
+    torch.relu_, torch.sigmoid, torch.tanh, torch.softmax, torch.log_softmax,
+    torch.max_pool1d, torch.max_pool2d, torch.clamp, torch.clip,
+}
+_NONLINEAR_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_",
+                      "clamp", "clamp_", "clip", "clip_", "softmax", "log_softmax"}
+
+
+class _LayerTracer(torch.fx.Tracer):
+    """Keeps every Conv2d / Linear (parametrized or not) a single node."""
+
+    def is_leaf_module(self, module, qualname):
+        return (isinstance(module, (nn.Conv2d, nn.Linear, *_NONLINEAR_MODULES))
+                or super().is_leaf_module(module, qualname))
+
+
+def linear_successors(module):
+    """Names of the Conv2d / Linear layers whose output reaches another
+    Conv2d / Linear layer, or the module's output, through no nonlinearity.
+
+    Between such a layer and the next one there are only linear operations
+    (BatchNorm, additions, average pooling, reshapes): together they are one
+    linear map, factorized. MobileNetV2's 1x1 projections, its "linear
+    bottlenecks", are such layers: they carry the residual stream, and
+    binarizing them loses what the narrow bottleneck holds. The net's output
+    layer is always one. A ResNet's convolutions are not (a ReLU follows each
+    residual sum), nor are layers followed by max pooling (LeNet-5-Caffe).
+
+    Read from a ``torch.fx`` trace of ``module``; ``None`` when the module
+    cannot be traced (data-dependent control flow).
+
+    Examples
+    --------
+    >>> from skcompress.models import MobileNetV2
+    >>> names = linear_successors(MobileNetV2(width_mult=0.25))
+    >>> names[:2], names[-1]
+    (['features.1.conv.1', 'features.2.conv.2'], 'classifier.1')
+    """
+    try:
+        graph = _LayerTracer().trace(module)
+    except Exception:  # noqa: BLE001 - any tracing failure means "unknown"
+        return None
+    modules = dict(module.named_modules())
+
+    def kind(node):
+        if node.op == "call_module":
+            sub = modules.get(node.target)
+            if isinstance(sub, (nn.Conv2d, nn.Linear)):
+                return "layer"
+            if isinstance(sub, _NONLINEAR_MODULES):
+                return "nonlinear"
+        elif node.op == "call_function" and node.target in _NONLINEAR_FUNCTIONS:
+            return "nonlinear"
+        elif node.op == "call_method" and node.target in _NONLINEAR_METHODS:
+            return "nonlinear"
+        elif node.op == "output":
+            return "layer"
+        return "linear"
+
+    names = []
+    for node in graph.nodes:
+        if node.op != "call_module" or kind(node) != "layer":
+            continue
+        stack, seen = list(node.users), set()
+        while stack:
+            user = stack.pop()
+            if user in seen:
+                continue
+            seen.add(user)
+            found = kind(user)
+            if found == "layer":
+                names.append(node.target)
+                break
+            if found == "linear":
+                stack.extend(user.users)
+    return names
 
 
 def _freeze_binarized(module):
@@ -248,8 +341,16 @@ report_, fit_time_ :
             skip_last=True,
         )
         if self.layers is None:
+            linear = linear_successors(module)
+            if linear is None:
+                warnings.warn(
+                    "Binarizer: the module cannot be traced by torch.fx, so "
+                    "layers followed by no nonlinearity (linear bottlenecks) "
+                    "cannot be recognised and are binarized too; pass layers= "
+                    "to choose the binarized layers.", UserWarning, stacklevel=4)
+                linear = []
             chosen = [(name, layer) for name, layer in chosen
-                      if not is_depthwise(layer)]
+                      if not is_depthwise(layer) and name not in set(linear)]
         thresholds = self._activation_thresholds(module, chosen, sample)
         for _, layer in chosen:
             with torch.no_grad():

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from skorch import NeuralNetClassifier
 from torch import nn
 
 from skcompress.compression import Binarizer
@@ -9,6 +10,7 @@ from skcompress.compression._constraints import constraints_of
 from skcompress.compression._quantization import UniformQuantize
 from skcompress.compression._ste import straight_through
 from skcompress.io import dumps, load, save, tensor_storage_report
+from skcompress.models import InvertedResidual
 
 
 @pytest.fixture(scope="module")
@@ -220,11 +222,61 @@ def test_depthwise_convs_are_kept_at_keep_bits_by_default(data):
     for name in depthwise:
         (constraint,) = constraints_of(module.get_submodule(name))
         assert isinstance(constraint, UniformQuantize) and constraint.bits == 8
-    # the 1x1 convolutions between them are binarized
-    assert set(default.layers_) == set(convs) - depthwise - {
+    # the 1x1 expansions are binarized; the 1x1 projections (linear
+    # bottlenecks, see test_linear_successors) are kept like the depthwise ones
+    projections = {f"{name}.conv.{len(block.conv) - 2}"
+                   for name, block in net.module_.named_modules()
+                   if isinstance(block, InvertedResidual)}
+    assert projections <= set(default.kept_layers_)
+    assert set(default.layers_) == set(convs) - depthwise - projections - {
         "features.0.0", "classifier.1"}
 
     every = Binarizer(net, layers="all", prefit=True, finetune_epochs=0,
                       random_state=0).fit(X, y)
     assert depthwise <= set(every.layers_)
     assert every.kept_layers_ == []
+
+
+def test_linear_successors():
+    """Layers whose output meets no nonlinearity before the next layer:
+    exactly MobileNetV2's projections (and every net's output layer); not a
+    ResNet's convolutions (ReLU after each sum), not LeNet-5-Caffe's convs
+    (max pooling after each)."""
+    from skcompress.compression._binarization import linear_successors
+    from skcompress.models import LeNet5Caffe, MobileNetV2, ResNetCIFAR
+
+    mobile = MobileNetV2(width_mult=0.25)
+    projections = [f"{name}.conv.{len(block.conv) - 2}"
+                   for name, block in mobile.named_modules()
+                   if isinstance(block, InvertedResidual)]
+    assert linear_successors(mobile) == projections + ["classifier.1"]
+    assert linear_successors(ResNetCIFAR(depth=8)) == ["fc"]
+    assert linear_successors(LeNet5Caffe()) == ["fc2"]
+    stacked = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 4),
+                            nn.ReLU(), nn.Linear(4, 2))
+    assert linear_successors(stacked) == ["0", "4"]
+
+
+class _Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(64, 8), nn.Linear(8, 8), nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.a(x.flatten(1)))
+        if x.sum() > 0:  # data-dependent: torch.fx cannot trace it
+            x = torch.relu(self.b(x))
+        return self.c(x)
+
+
+def test_untraceable_module_warns_that_bottlenecks_are_not_found(data):
+    from skcompress.compression._binarization import linear_successors
+
+    assert linear_successors(_Branchy()) is None
+    X, y = data[0][:64], data[1][:64]
+    net = NeuralNetClassifier(_Branchy, max_epochs=1, train_split=None,
+                              criterion=nn.CrossEntropyLoss).fit(X, y)
+    with pytest.warns(UserWarning, match="cannot be traced"):
+        fitted = Binarizer(net, prefit=True, finetune_epochs=0,
+                           random_state=0).fit(X, y)
+    assert fitted.layers_ == ["b"]
