@@ -209,10 +209,13 @@ class Binarizer(BaseCompressor):
     and gradients pass through the straight-through estimator of Htanh
     (BinaryConnect). The file stores the signs with ``np.packbits`` plus one
     fp32 scale per channel: about 1/32 of fp32 for the binarized layers.
-    Biases stay fp32. The first convolution, the output layer and depthwise
-    convolutions are not binarized by default (binarizing them costs the
-    most accuracy and saves the least: a depthwise 3x3 filter has 9 weights
-    and is its channel's only spatial filter); they get 8-bit integers
+    Biases stay fp32. The first convolution, the output layer, depthwise
+    convolutions and linear bottlenecks are not binarized by default
+    (binarizing them costs the most accuracy: a depthwise 3x3 filter has 9
+    weights and is its channel's only spatial filter, and a layer whose
+    output meets no nonlinearity before the next layer, such as MobileNetV2's
+    1x1 projections, is one factor of a linear map that carries the residual
+    stream; see :func:`linear_successors`); they get 8-bit integers
     (``keep_bits``).
 
     Parameters
@@ -233,12 +236,13 @@ class Binarizer(BaseCompressor):
         Needs at least two binarized layers.
     layers : None, "all" or list of str, default=None
         ``None``: every Conv2d / Linear except the first and the last in
-        forward order and the depthwise convolutions (``groups ==
-        in_channels == out_channels > 1``, as in MobileNet); ``"all"``: every
-        Conv2d / Linear.
+        forward order, the depthwise convolutions (``groups ==
+        in_channels == out_channels > 1``, as in MobileNet) and the linear
+        bottlenecks (:func:`linear_successors`; a module torch.fx cannot
+        trace warns and has none); ``"all"``: every Conv2d / Linear.
     keep_bits : int in [2, 8] or None, default=8
         The Conv2d / Linear layers that are not binarized (by default the
-        first, the last and the depthwise ones) get a symmetric per-channel
+        first, the last, the depthwise ones and the linear bottlenecks) get a symmetric per-channel
         uniform grid of this many bits, kept exact through fine-tuning like
         the binary weights;
         ``None`` keeps them fp32. Eight bits cost them almost no accuracy
