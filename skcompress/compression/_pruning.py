@@ -50,6 +50,12 @@ _GRADIENT_SAMPLES = 256
 # allocation="sensitivity": the sparsities each layer is measured at, alone
 SENSITIVITY_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
+FILTER_LR_FACTOR = 0.5
+"""Fine-tuning's peak learning rate after filter pruning
+(``granularity="filter"``) is this fraction of the net's own ``lr`` when
+``finetune_lr=None`` (the shared rule's ``FINETUNE_LR_FACTOR``, 0.25, stays
+for weight masks)."""
+
 
 def agp_schedule(sparsity, n_steps):
     """Cubic sparsity schedule of Zhu & Gupta (2017), one value per round.
@@ -451,7 +457,19 @@ default="lamp"
         (:func:`~skcompress.compression.prune_dead_units`): the outputs stay
         exactly the same and the file is smaller, but ``sparsity_`` then
         exceeds ``sparsity`` by the weights of those units.
-    finetune_lr, prefit, memory, random_state, keep_base
+    finetune_lr : float or None, default=None
+        Peak fine-tuning learning rate (of every round). ``None``: for
+        ``"weight"``, the shared rule's quarter of the net's own ``lr``
+        (``FINETUNE_LR_FACTOR``); for ``"filter"``, half of it
+        (``FILTER_LR_FACTOR``). Removing half of the channels takes away
+        whole features the next layers read, and every remaining filter
+        must take them over: a larger step away from the trained net than
+        zeroing the smallest weights of each filter, as the digits
+        benchmark's protocol already assumes (1e-3, half the digits net's
+        ``lr``, for structural compression; 5e-4 for masks). ResNet-20 on
+        MNIST-5k, default setting, 3 epochs: 0.952 at a quarter, 0.968 at a
+        half (recalibrated base 0.973).
+    prefit, memory, random_state, keep_base
         See :class:`~skcompress.compression.BaseCompressor`.
 
     Attributes
@@ -564,6 +582,14 @@ default="lamp"
         self.min_density = min_density
         self.layers = layers
         self.prune_dead_units = prune_dead_units
+
+    def _finetune_lr(self, net):
+        """``finetune_lr`` when given; else, for ``granularity="filter"``,
+        ``FILTER_LR_FACTOR`` (0.5) times the net's own ``lr``, and the shared
+        rule (a quarter of it) for weight masks."""
+        if self.finetune_lr is None and self.granularity == "filter":
+            return FILTER_LR_FACTOR * float(net.lr)
+        return super()._finetune_lr(net)
 
     def _check_params(self, X, y):
         if self.criterion == "bn_scale" and self.granularity == "weight":

@@ -3,14 +3,17 @@ import copy
 import numpy as np
 import pytest
 import torch
+from skorch.callbacks import Callback
 from torch import nn
 from torch.nn.utils import prune
 
 import skcompress
 from skcompress.accounting import count_macs, count_parameters
 from skcompress.compression import Pruner
+from skcompress.compression._base import FINETUNE_LR_FACTOR, scheduled_lr
 from skcompress.compression._constraints import Mask, constraints_of
 from skcompress.compression._pruning import (
+    FILTER_LR_FACTOR,
     agp_schedule,
     allocate_sparsity,
     is_depthwise,
@@ -489,3 +492,38 @@ def test_sensitivity_allocation_is_a_grid_searchable_setting(fitted_net, data,
 def test_bad_allocation_raises_naming_it(fitted_net, data, params, match):
     with pytest.raises(ValueError, match=match):
         prune_net(fitted_net, data, **params)
+
+
+class _LrSpy(Callback):
+    """Records the learning rate of every training batch."""
+
+    def __init__(self):
+        self.lrs_ = []
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            self.lrs_.append(net.optimizer_.param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("granularity, factor", [
+    ("filter", FILTER_LR_FACTOR), ("weight", FINETUNE_LR_FACTOR)])
+def test_finetuning_peaks_at_the_granularitys_share_of_the_nets_lr(
+        data, granularity, factor):
+    X, y = data[0][:96], data[1][:96]
+    net = make_digits_net(max_epochs=1, lr=0.004, batch_size=32,
+                          module__channels=(4, 8), module__hidden=16,
+                          callbacks=[("spy", _LrSpy())], random_state=0).fit(X, y)
+    base_lrs = list(dict(net.callbacks_)["spy"].lrs_)
+    batches = len(base_lrs)  # per epoch: the base trained for one
+    fitted = Pruner(net, sparsity=0.5, granularity=granularity, n_steps=2,
+                    finetune_epochs=2, prefit=True, random_state=0).fit(X, y)
+    lrs = dict(fitted.estimator_.callbacks_)["spy"].lrs_[batches:]
+    # two rounds of one epoch, each with its own schedule peaking at the share
+    one_round = [scheduled_lr(factor * net.lr, s, batches) for s in range(batches)]
+    np.testing.assert_allclose(lrs, one_round * 2)
+    assert max(lrs) == pytest.approx(factor * net.lr)
+    assert net.lr == fitted.estimator_.lr == 0.004  # the nets keep their lr
+    assert dict(net.callbacks_)["spy"].lrs_ == base_lrs  # the base is untouched
+    explicit = Pruner(net, granularity=granularity, finetune_lr=0.01, prefit=True)
+    assert explicit._lr_schedule(net, 2).lr == 0.01
+
