@@ -242,9 +242,9 @@ class Binarizer(BaseCompressor):
         trace warns and has none); ``"all"``: every Conv2d / Linear.
     keep_bits : int in [2, 8] or None, default=8
         The Conv2d / Linear layers that are not binarized (by default the
-        first, the last, the depthwise ones and the linear bottlenecks) get a symmetric per-channel
-        uniform grid of this many bits, kept exact through fine-tuning like
-        the binary weights;
+        first, the last, the depthwise ones and the linear bottlenecks) get
+        a symmetric per-channel uniform grid of this many bits, kept exact
+        through fine-tuning like the binary weights;
         ``None`` keeps them fp32. Eight bits cost them almost no accuracy
         and a quarter of their size.
     finetune_epochs : int, default=5
