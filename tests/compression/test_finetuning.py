@@ -10,7 +10,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from skorch.callbacks import Callback
 from torch import nn
 
 from skcompress.compression import Distiller, LowRankCompressor, Pruner, Quantizer
@@ -24,6 +23,8 @@ from skcompress.io import dumps, loads
 from skcompress.models import make_digits_net, make_resnet_net
 from skcompress.search import speedup_score
 
+from .helpers import LrSpy
+
 N = 96
 
 
@@ -32,16 +33,6 @@ def small(data):
     X, y = data
     return X[:N], y[:N]
 
-
-class LrSpy(Callback):
-    """Records the learning rate every training batch was stepped with."""
-
-    def __init__(self):
-        self.lrs_ = []
-
-    def on_batch_end(self, net, training=False, **kwargs):
-        if training:
-            self.lrs_.append(net.optimizer_.param_groups[0]["lr"])
 
 
 def _resnet(**kw):

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Callback
 from torch import nn
 
 import skcompress
@@ -16,6 +15,8 @@ from skcompress.compression._lowrank import (
     factorize_conv_tucker,
     factorize_linear,
 )
+
+from .helpers import LrSpy
 
 
 def lowrank(fitted_net, data, **params):
@@ -212,16 +213,6 @@ def test_pointwise_convolutions_stay_dense_by_default(data):
 
 
 
-class _LrSpy(Callback):
-    """Records the learning rate of every training batch."""
-
-    def __init__(self):
-        self.lrs_ = []
-
-    def on_batch_end(self, net, training=False, **kwargs):
-        if training:
-            self.lrs_.append(net.optimizer_.param_groups[0]["lr"])
-
 
 def test_finetuning_peaks_at_half_the_nets_lr(data):
     from skcompress.compression._base import FINETUNE_LR_FACTOR, scheduled_lr
@@ -232,7 +223,7 @@ def test_finetuning_peaks_at_half_the_nets_lr(data):
     X, y = data[0][:96], data[1][:96]
     net = make_digits_net(max_epochs=1, lr=0.004, batch_size=32,
                           module__channels=(4, 8), module__hidden=16,
-                          callbacks=[("spy", _LrSpy())], random_state=0).fit(X, y)
+                          callbacks=[("spy", LrSpy())], random_state=0).fit(X, y)
     fitted = LowRankCompressor(net, prefit=True, finetune_epochs=2,
                                random_state=0).fit(X, y)
     lrs = dict(fitted.estimator_.callbacks_)["spy"].lrs_[3:]  # after the base's

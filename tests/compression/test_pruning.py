@@ -3,7 +3,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from skorch.callbacks import Callback
 from torch import nn
 from torch.nn.utils import prune
 
@@ -24,6 +23,8 @@ from skcompress.compression._pruning import (
     weight_masks,
 )
 from skcompress.models import make_digits_net
+
+from .helpers import LrSpy
 
 PRUNED = ("conv1", "conv2", "fc1")
 
@@ -494,16 +495,6 @@ def test_bad_allocation_raises_naming_it(fitted_net, data, params, match):
         prune_net(fitted_net, data, **params)
 
 
-class _LrSpy(Callback):
-    """Records the learning rate of every training batch."""
-
-    def __init__(self):
-        self.lrs_ = []
-
-    def on_batch_end(self, net, training=False, **kwargs):
-        if training:
-            self.lrs_.append(net.optimizer_.param_groups[0]["lr"])
-
 
 @pytest.mark.parametrize("granularity, factor", [
     ("filter", FILTER_LR_FACTOR), ("weight", FINETUNE_LR_FACTOR)])
@@ -512,7 +503,7 @@ def test_finetuning_peaks_at_the_granularitys_share_of_the_nets_lr(
     X, y = data[0][:96], data[1][:96]
     net = make_digits_net(max_epochs=1, lr=0.004, batch_size=32,
                           module__channels=(4, 8), module__hidden=16,
-                          callbacks=[("spy", _LrSpy())], random_state=0).fit(X, y)
+                          callbacks=[("spy", LrSpy())], random_state=0).fit(X, y)
     base_lrs = list(dict(net.callbacks_)["spy"].lrs_)
     batches = len(base_lrs)  # per epoch: the base trained for one
     fitted = Pruner(net, sparsity=0.5, granularity=granularity, n_steps=2,
