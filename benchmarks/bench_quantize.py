@@ -395,6 +395,26 @@ DEEP_COMPRESSION = {"size_ratio": 39.0, "drop_points": 0.0}
 TARGET = {"size_ratio": 60.0, "drop_points": 0.5}  # issue 12, digits CNN
 
 
+def _annotate_apart(ax, labels, fontsize=5):
+    """Label points ``(text, x, y)`` with text in offsets that do not overlap
+    (first fit among below / above / further out, in display points); call
+    it once the axes' scales and limits are set."""
+    ax.get_xlim(), ax.get_ylim()  # settle the autoscaled limits first
+    to_points = 72 / ax.figure.dpi
+    placed = []
+    for text, x, y in sorted(labels, key=lambda label: label[1]):
+        px, py = (v * to_points for v in ax.transData.transform((x, y)))
+        width, height = 0.6 * fontsize * len(text), fontsize
+        for dy in (-6, 4, -13, 11, -20):
+            box = (px + 3, py + dy, px + 3 + width, py + dy + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3]
+                       and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(text, (x, y), fontsize=fontsize, xytext=(3, dy),
+                    textcoords="offset points")
+
+
 def plot(summary, path):
     """Accuracy drop vs file-size ratio (log scale), one marker family per
     technique, Deep Compression's LeNet-5 figure and the target marked."""
@@ -402,6 +422,7 @@ def plot(summary, path):
 
     fig = Figure(figsize=(8.5, 5.5))
     ax = fig.add_subplot()
+    labels = []
     chain = summary[summary.technique == "Quantizer(Pruner)"]
     for bits in CHAIN_BITS:
         part = chain[chain.setting.str.endswith(f"bits={bits}")]
@@ -411,19 +432,16 @@ def plot(summary, path):
     if len(mixed):
         ax.plot(mixed.size_ratio, mixed.drop_points, "D", color="tab:purple",
                 ms=5, label="sensitivity pruning + mixed bits (all candidates)")
-        for _, row in mixed.iterrows():
-            ax.annotate(row.setting.replace(" sensitivity", "").replace(
-                "bits=auto ", ""), (row.size_ratio, row.drop_points), fontsize=5,
-                xytext=(3, 2), textcoords="offset points")
+        labels += [(row.setting.replace(" sensitivity", "").replace(
+            "bits=auto ", ""), row.size_ratio, row.drop_points)
+            for _, row in mixed.iterrows()]
     variational = summary[summary.technique == "variational (all candidates)"]
     if len(variational):
         ax.plot(variational.size_ratio, variational.drop_points, "h",
                 color="tab:green", ms=6,
                 label="VariationalPruner + Quantizer (all candidates)")
-        for _, row in variational.iterrows():
-            ax.annotate(row.setting.replace("strength=", "v="),
-                        (row.size_ratio, row.drop_points), fontsize=5,
-                        xytext=(3, -6), textcoords="offset points")
+        labels += [(row.setting.replace("strength=", "v="), row.size_ratio,
+                    row.drop_points) for _, row in variational.iterrows()]
     markers = {"Quantizer": "s", "Binarizer": "^", "Pruner": "v", "torch int8": "x"}
     for technique, marker in markers.items():
         part = summary[summary.technique == technique]
@@ -446,6 +464,7 @@ def plot(summary, path):
                 TARGET["drop_points"]), fontsize=7, xytext=(4, 4),
                 textcoords="offset points", color="0.3")
     ax.set_xscale("log")
+    ax.margins(x=0.2)  # room for the labels of the rightmost points
     ax.set_ylim(bottom=-0.5)
     ax.set_xlabel("file-size ratio (fp32 dense / file bytes, log scale)")
     ax.set_ylabel("accuracy drop (points), mean of seeds; lower is better")
@@ -453,6 +472,7 @@ def plot(summary, path):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=5.5, ncol=2, loc="upper left")
     fig.tight_layout()
+    _annotate_apart(ax, labels)
     fig.savefig(path, dpi=130)
 
 
