@@ -415,13 +415,48 @@ def _annotate_apart(ax, labels, fontsize=5):
                     textcoords="offset points")
 
 
+ZOOM = {"size_ratio": (35.0, None), "drop_points": (-0.3, 1.0)}
+
+
 def plot(summary, path):
     """Accuracy drop vs file-size ratio (log scale), one marker family per
-    technique, Deep Compression's LeNet-5 figure and the target marked."""
+    technique, Deep Compression's LeNet-5 figure and the target marked: every
+    technique on the left, the chains past 35x (with candidate labels)
+    zoomed on the right."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8.5, 5.5))
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(14, 6))
+    whole, zoom = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
+    labels = []
+    for ax in (whole, zoom):
+        labels = _draw_techniques(ax, summary)
+        ax.axvline(TARGET["size_ratio"], color="0.4", ls=":", lw=1)
+        ax.axhline(TARGET["drop_points"], color="0.4", ls=":", lw=1)
+        ax.annotate("target: >= 60x at <= 0.5 pt", (TARGET["size_ratio"],
+                    TARGET["drop_points"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points", color="0.3")
+        ax.set_xscale("log")
+        ax.set_xlabel("file-size ratio (fp32 dense / file bytes, log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+    whole.set_ylim(bottom=-0.5)
+    whole.set_ylabel("accuracy drop (points), mean of seeds; lower is better")
+    whole.set_title("Digits CNN: quantization, binarization, prune + quantize")
+    whole.legend(fontsize=5.5, ncol=2, loc="upper left")
+    right = max([ZOOM["size_ratio"][0] * 2, *summary.size_ratio]) * 1.6
+    zoom.set_xlim(ZOOM["size_ratio"][0], right)  # room for the labels
+    zoom.set_ylim(*ZOOM["drop_points"])
+    zoom.set_title(f"past {ZOOM['size_ratio'][0]:g}x: the candidates of the "
+                   "cross-validated chains", fontsize=10)
+    fig.tight_layout()
+    (x0, x1), (y0, y1) = zoom.get_xlim(), zoom.get_ylim()
+    _annotate_apart(zoom, [label for label in labels
+                           if x0 <= label[1] <= x1 and y0 <= label[2] <= y1])
+    fig.savefig(path, dpi=130)
+
+
+def _draw_techniques(ax, summary):
+    """Every technique's markers on ``ax``; returns the ``(text, x, y)``
+    labels of the cross-validated candidates."""
     labels = []
     chain = summary[summary.technique == "Quantizer(Pruner)"]
     for bits in CHAIN_BITS:
@@ -458,22 +493,7 @@ def plot(summary, path):
             color="black", ms=11,
             label="reference: Deep Compression, LeNet-5 on MNIST\n"
                   "(Han et al. 2016; a different net and data)")
-    ax.axvline(TARGET["size_ratio"], color="0.4", ls=":", lw=1)
-    ax.axhline(TARGET["drop_points"], color="0.4", ls=":", lw=1)
-    ax.annotate("target: >= 60x at <= 0.5 pt", (TARGET["size_ratio"],
-                TARGET["drop_points"]), fontsize=7, xytext=(4, 4),
-                textcoords="offset points", color="0.3")
-    ax.set_xscale("log")
-    ax.margins(x=0.2)  # room for the labels of the rightmost points
-    ax.set_ylim(bottom=-0.5)
-    ax.set_xlabel("file-size ratio (fp32 dense / file bytes, log scale)")
-    ax.set_ylabel("accuracy drop (points), mean of seeds; lower is better")
-    ax.set_title("Digits CNN: quantization, binarization, prune + quantize")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=5.5, ncol=2, loc="upper left")
-    fig.tight_layout()
-    _annotate_apart(ax, labels)
-    fig.savefig(path, dpi=130)
+    return labels
 
 
 def main(argv=None):
