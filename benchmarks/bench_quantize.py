@@ -427,7 +427,6 @@ def plot(summary, path):
 
     fig = Figure(figsize=(14, 6))
     whole, zoom = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
-    labels = []
     for ax in (whole, zoom):
         labels = _draw_techniques(ax, summary)
         ax.axvline(TARGET["size_ratio"], color="0.4", ls=":", lw=1)
@@ -449,8 +448,9 @@ def plot(summary, path):
                    "cross-validated chains", fontsize=10)
     fig.tight_layout()
     (x0, x1), (y0, y1) = zoom.get_xlim(), zoom.get_ylim()
-    _annotate_apart(zoom, [label for label in labels
-                           if x0 <= label[1] <= x1 and y0 <= label[2] <= y1])
+    zoomed = [x0 <= x <= x1 and y0 <= y <= y1 for _, x, y in labels]
+    _annotate_apart(zoom, [lab for lab, z in zip(labels, zoomed) if z])
+    _annotate_apart(whole, [lab for lab, z in zip(labels, zoomed) if not z])
     fig.savefig(path, dpi=130)
 
 
@@ -515,15 +515,18 @@ def main(argv=None):
     args = p.parse_args(argv)
     setup(args)
     if args.merge:
-        rows, chosen = [], []
+        rows, chosen, states = [], [], set()
         for path in args.merge:
             with open(path) as fh:
                 payload = json.load(fh)
             rows.extend(payload["runs"])
             chosen.extend(payload.get("chosen", []))
+            states.add(payload.get("split_state", 0))
+        if len(states) > 1:
+            p.error(f"--merge: the files come from different splits {states}")
         CHOSEN[:] = sorted(chosen, key=lambda c: c["seed"])
         rows.sort(key=lambda r: r["seed"])
-        return _report(args, rows)
+        return _report(args, rows, states.pop())
     data = load_split(args.split_state)
     rows = []
     for seed in args.seeds:
@@ -536,16 +539,19 @@ def main(argv=None):
                 run = partial(run_variational, grid=args.variational_grid)
             for row in run(seed, base, data):
                 rows.append({"seed": seed, **row})
-    return _report(args, rows)
+    return _report(args, rows, args.split_state)
 
 
-def _report(args, rows):
+def _report(args, rows, split_state):
     summary = summarize(rows)
     print_table(summary)
     for chosen in CHOSEN:
         print("chosen by cross-validation:", chosen)
     seeds = sorted({row["seed"] for row in rows})
-    write_json(args.json, summary, rows, seeds=seeds, chosen=CHOSEN)
+    if split_state:
+        print(f"split_state={split_state}: not the protocol's split")
+    write_json(args.json, summary, rows, seeds=seeds, chosen=CHOSEN,
+               split_state=split_state)
     if args.plot:
         plot(summary, args.plot)
     return summary
