@@ -20,6 +20,8 @@ from skcompress.compression._base import recalibrate_batchnorm
 from skcompress.compression._distillation import DistillationLoss, teacher_logits
 from skcompress.models import DigitsCNN, make_digits_net, make_resnet_net
 
+from .helpers import assert_same_state, net_state
+
 TINY = dict(module__channels=(4, 8), module__hidden=16)
 
 
@@ -370,16 +372,6 @@ def test_clone_keeps_a_prefit_teacher_fitted():
 
 
 # ------------------------------------------------- a teacher with stale BN
-def _bn_state(net):
-    return {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
-
-
-def _assert_same(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-
-
 @pytest.fixture(scope="module")
 def stale_teacher(data):
     """A tiny ResNet whose BatchNorm running statistics lag its weights (as
@@ -399,7 +391,7 @@ def test_a_net_teacher_teaches_with_its_batchnorm_recalibrated(
     data, stale_teacher, monkeypatch
 ):
     X, y = data[0][:96], data[1][:96]
-    before = _bn_state(stale_teacher)
+    before = net_state(stale_teacher)
     expected = copy.deepcopy(stale_teacher)
     recalibrate_batchnorm(expected, X, y)
     # the logits the student learns from are those of the recalibrated net
@@ -414,11 +406,11 @@ def test_a_net_teacher_teaches_with_its_batchnorm_recalibrated(
     monkeypatch.setattr(_distillation, "teacher_logits", spy)
     distiller = Distiller(tiny_student(max_epochs=1), teacher=stale_teacher,
                           random_state=0).fit(X, y)
-    _assert_same(_bn_state(distiller.teacher_), _bn_state(expected))
-    _assert_same(seen[0], _bn_state(expected))
-    _assert_same(_bn_state(stale_teacher), before)  # the user's teacher
+    assert_same_state(net_state(distiller.teacher_), net_state(expected))
+    assert_same_state(seen[0], net_state(expected))
+    assert_same_state(net_state(stale_teacher), before)  # the user's teacher
 
     kept = Distiller(tiny_student(max_epochs=1), teacher=stale_teacher,
                      recalibrate_teacher=False, random_state=0).fit(X, y)
-    _assert_same(_bn_state(kept.teacher_), before)
-    _assert_same(seen[1], before)
+    assert_same_state(net_state(kept.teacher_), before)
+    assert_same_state(seen[1], before)

@@ -23,7 +23,7 @@ from skcompress.io import dumps, loads
 from skcompress.models import make_digits_net, make_resnet_net
 from skcompress.search import speedup_score
 
-from .helpers import LrSpy
+from .helpers import LrSpy, assert_same_state, net_state
 
 N = 96
 
@@ -46,16 +46,6 @@ def _resnet(**kw):
 def resnet(small):
     torch.manual_seed(0)
     return _resnet().fit(*small)
-
-
-def _state(net):
-    return {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
-
-
-def _assert_same_state(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
 # ------------------------------------------------------------ the schedule
@@ -260,9 +250,9 @@ def _tensors(obj):
 
 def test_fitted_nets_share_nothing_with_the_users_net(small, resnet):
     X, y = small
-    before = _state(resnet)
+    before = net_state(resnet)
     fitted = Pruner(resnet, finetune_epochs=1, prefit=True, random_state=0).fit(X, y)
-    _assert_same_state(before, _state(resnet))
+    assert_same_state(before, net_state(resnet))
     user = {t.data_ptr() for t in _tensors(resnet)}
     for model in (fitted.base_estimator_, fitted.estimator_):
         assert user.isdisjoint(t.data_ptr() for t in _tensors(model))
@@ -271,7 +261,7 @@ def test_fitted_nets_share_nothing_with_the_users_net(small, resnet):
 
 def test_a_chain_keeps_no_inner_base_by_default(small, resnet):
     X, y = small
-    before = _state(resnet)
+    before = net_state(resnet)
     chain = Quantizer(Pruner(resnet, prefit=True, finetune_epochs=0),
                       finetune_epochs=0, random_state=0).fit(X, y)
     inner = chain.base_estimator_
@@ -287,7 +277,7 @@ def test_a_chain_keeps_no_inner_base_by_default(small, resnet):
     assert "encoded_" not in vars(inner)  # save encodes it again
     assert len(dumps(inner)) == inner.size_bytes_
     assert loads(dumps(chain)).predict(X).tolist() == chain.predict(X).tolist()
-    _assert_same_state(before, _state(resnet))
+    assert_same_state(before, net_state(resnet))
     np.testing.assert_array_equal(chain.predict(X), chain.estimator_.predict(X))
 
 
@@ -296,7 +286,7 @@ def test_keep_base_true_keeps_the_inner_base(small, resnet):
     chain = Quantizer(Pruner(resnet, prefit=True, finetune_epochs=0),
                       finetune_epochs=0, keep_base=True, random_state=0).fit(X, y)
     inner_base = chain.base_estimator_.base_estimator_
-    _assert_same_state(_state(resnet), _state(inner_base))
+    assert_same_state(net_state(resnet), net_state(inner_base))
     assert not hasattr(chain.base_estimator_, "base_skeleton_")
 
 
@@ -411,13 +401,13 @@ def test_a_fitted_pruner_keeps_two_nets_and_packed_masks(small, resnet):
 
 def test_a_chain_shares_the_prefit_net_and_copies_it_once(small, resnet):
     X, y = small
-    before = _state(resnet)
+    before = net_state(resnet)
     inner = Pruner(resnet, prefit=True, finetune_epochs=0)
     chain = Quantizer(inner, finetune_epochs=1, random_state=0).fit(X, y)
     # the fit's copy of the inner compressor keeps the user's net itself as
     # its (prefit) estimator parameter, not one more copy of it ...
     assert chain.base_estimator_.estimator is inner.estimator is resnet
-    _assert_same_state(before, _state(resnet))
+    assert_same_state(before, net_state(resnet))
     # ... and no fitted net shares a tensor with it
     user = set(_fitted_storages(resnet))
     for net in (chain.estimator_, chain.base_estimator_.estimator_):
